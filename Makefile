@@ -1,0 +1,29 @@
+# The two commands of the README:
+#   make course   installs everything into .venv and opens JupyterLab on notebooks/
+#   make test     installs everything into .venv and runs the whole test suite
+# torch is pinned here (not in pyproject.toml's range) so a fresh machine gets exactly this build.
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+BIN     = $(VENV)/bin
+
+.PHONY: course test install clean-venv
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[test,dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+course: install
+	$(BIN)/jupyter lab notebooks/
+
+test: install
+	COURSE_FAST=1 $(BIN)/python -m pytest --nbval-lax -p no:cacheprovider $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)
