@@ -1,0 +1,84 @@
+"""Static policy check of the student's answer cells (``ast`` only, nothing is executed).
+
+Rules, each reported with the line it was found on:
+
+* an ``import`` of a module outside the set's allowed list (``course.allowed_imports`` in the
+  source's metadata) -- every task is flagged, since an imported module can be used anywhere;
+* dynamic code (``__import__``, ``exec``, ``eval``, ``compile``, ``importlib``), which could hide
+  anything -- every task is flagged;
+* a name a task forbids (``grade_check(..., forbid=["course_lib.distributions.gaussian_kl"])``),
+  resolved through import aliases (``from course_lib import distributions as D; D.gaussian_kl``)
+  -- that task is flagged.
+
+A cell that does not parse is skipped here: it fails when it runs, and that is reported there.
+"""
+from __future__ import annotations
+
+import ast
+
+DYNAMIC = {"__import__", "exec", "eval", "compile"}
+
+
+def _allowed(module: str, allowed: list[str]) -> bool:
+    return any(module == a or module.startswith(a + ".") for a in allowed)
+
+
+def _dotted(node: ast.AST, aliases: dict[str, str]) -> str | None:
+    """``np.linalg.norm`` -> ``numpy.linalg.norm`` using the import aliases; None if not a name chain."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    return ".".join([aliases.get(node.id, node.id)] + parts[::-1])
+
+
+def check_policy(answers: dict[str, str], allowed: list[str], forbid: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Reasons per task: ``answers`` maps answer grade_id -> code, ``forbid`` maps task -> dotted names.
+
+    Returns {task: [reason, ...]} for flagged tasks only.
+    """
+    trees = {}
+    for gid, code in answers.items():
+        try:
+            trees[gid] = ast.parse(code)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            continue
+    aliases, everywhere = {}, []
+    for gid, tree in trees.items():
+        for node in ast.walk(tree):
+            where = f"answer cell {gid}, line {getattr(node, 'lineno', '?')}"
+            if isinstance(node, ast.Import):
+                for a in node.names:
+                    aliases[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
+                    if not _allowed(a.name, allowed):
+                        everywhere.append(f"{where}: imports `{a.name}`, which is not allowed in this set "
+                                          f"(allowed: {', '.join(allowed)})")
+            elif isinstance(node, ast.ImportFrom):
+                module = "." * node.level + (node.module or "")
+                for a in node.names:
+                    full = f"{module}.{a.name}"
+                    aliases[a.asname or a.name] = full
+                    if node.level or not (_allowed(module, allowed) or _allowed(full, allowed)):
+                        everywhere.append(f"{where}: imports `{full}`, which is not allowed in this set "
+                                          f"(allowed: {', '.join(allowed)})")
+            elif isinstance(node, ast.Name) and node.id in DYNAMIC:
+                everywhere.append(f"{where}: uses `{node.id}` (dynamic code is not allowed in answers)")
+    flagged = {}
+    for task, names in forbid.items():
+        reasons = list(everywhere)
+        for gid, tree in trees.items():
+            for node in ast.walk(tree):
+                if isinstance(node, (ast.Name, ast.Attribute)):
+                    used = [_dotted(node, aliases)]
+                elif isinstance(node, ast.ImportFrom):
+                    used = [f"{node.module}.{a.name}" for a in node.names]
+                else:
+                    continue
+                for hit in (n for n in names for d in used if d and (d == n or d.startswith(n + "."))):
+                    reasons.append(f"answer cell {gid}, line {node.lineno}: uses `{hit}`, the reference "
+                                   "implementation this task asks you to write yourself")
+        if reasons:
+            flagged[task] = sorted(set(reasons))
+    return flagged

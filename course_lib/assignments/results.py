@@ -1,0 +1,114 @@
+"""Grading a whole folder: worker pool, atomic per-student files, resume, and ``grades.csv``.
+
+Files in RESULTS (all written by this process only, each atomically: temp file + rename):
+
+* ``<student>.feedback.md`` then ``<student>.json`` as soon as the student is graded -- the JSON
+  is written last and marks the student as done;
+* ``grades.csv`` at the end, from the records held in memory (read before any student code ran,
+  or produced in this run), so a submission that finds and edits the results folder changes
+  nothing: files that differ from the records are rewritten and reported.
+
+A rerun skips a student whose JSON exists for the same source and the same submission bytes,
+unless ``force``; so an interrupted run loses nothing.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+from course_lib.assignments.feedback import render
+from course_lib.assignments.grading import file_sha256, grade_submission, reference_outputs
+from course_lib.assignments.sandbox import Limits
+from course_lib.assignments.source import ExerciseSet
+from course_lib.assignments.submissions import Submission, open_submissions
+
+
+def write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _record_text(record: dict) -> str:
+    return json.dumps(record, indent=1, sort_keys=True) + "\n"
+
+
+def _previous(out: Path, sub: Submission, exercise_set: ExerciseSet) -> dict | None:
+    """The stored record of this student if it is for the same source and submission bytes."""
+    try:
+        record = json.loads((out / f"{sub.student}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    current = file_sha256(sub.path) if sub.path else None
+    if record.get("source_sha256") == exercise_set.sha256 and record.get("submission_sha256") == current \
+            and record.get("student") == sub.student:
+        return record
+    return None
+
+
+def grades_csv(records: list[dict], exercise_set: ExerciseSet) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["student"] + [t.grade_id for t in exercise_set.tasks] + ["total", "max", "status"])
+    for r in sorted(records, key=lambda r: r["student"]):
+        writer.writerow([r["student"]] + [f"{r['tasks'][t.grade_id]['points']:g}" for t in exercise_set.tasks]
+                        + [f"{r['total']:g}", f"{r['max']:g}", r["status"]])
+    return buffer.getvalue()
+
+
+def _internal_error(sub: Submission, exercise_set: ExerciseSet, exc: BaseException) -> dict:
+    """A record for a bug in the grader itself: the run goes on, the instructor sees the traceback."""
+    tasks = {t.grade_id: {"points": 0.0, "max": t.points, "result": "error", "reason": "internal grader error"}
+             for t in exercise_set.tasks}
+    return {"student": sub.student, "set": exercise_set.name, "source_sha256": exercise_set.sha256,
+            "submission": str(sub.path), "submission_sha256": None, "max": exercise_set.max_points,
+            "tasks": tasks, "total": 0.0, "status": "error", "timings": {},
+            "notes": ["internal grader error (please report it): " + "".join(traceback.format_exception(exc))[-800:]]}
+
+
+def grade_folder(exercise_set: ExerciseSet, submissions: Path, out: Path, *, workers: int | None = None,
+                 limits: Limits | None = None, force: bool = False, log=print) -> list[dict]:
+    """Grade every submission in ``submissions`` (folder or .zip) into ``out``; return the records."""
+    limits = limits or Limits()
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="course-submissions-") as unpacked:
+        subs = open_submissions(Path(submissions), exercise_set.name, Path(unpacked) / "zip")
+        done = {} if force else {s.student: r for s in subs if (r := _previous(out, s, exercise_set))}
+        todo = [s for s in subs if s.student not in done]
+        log(f"{len(subs)} submission(s) of {exercise_set.name}: {len(done)} already graded, {len(todo)} to grade")
+        reference = reference_outputs(exercise_set, limits) if todo else []
+        records = dict(done)
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+            futures = {pool.submit(grade_submission, exercise_set, s, reference, limits): s for s in todo}
+            for future in as_completed(futures):
+                sub = futures[future]
+                try:
+                    record = future.result()
+                except Exception as exc:  # noqa: BLE001 - one student never stops the run
+                    record = _internal_error(sub, exercise_set, exc)
+                t0 = time.perf_counter()
+                write_atomic(out / f"{sub.student}.feedback.md", render(record, [t.grade_id for t in exercise_set.tasks]))
+                record["timings"]["write_s"] = time.perf_counter() - t0
+                write_atomic(out / f"{sub.student}.json", _record_text(record))
+                records[sub.student] = record
+                log(f"  {sub.student}: {record['total']:g}/{record['max']:g} {record['status']}")
+    for student, record in records.items():  # undo anything a submission wrote into the results folder
+        for name, text in ((f"{student}.json", _record_text(record)), (f"{student}.feedback.md", render(record, [t.grade_id for t in exercise_set.tasks]))):
+            path = out / name
+            try:
+                same = path.read_text(encoding="utf-8") == text
+            except (OSError, UnicodeDecodeError):
+                same = False
+            if not same:
+                log(f"warning: {path} changed during grading; rewritten from the grader's record")
+                write_atomic(path, text)
+    write_atomic(out / "grades.csv", grades_csv(list(records.values()), exercise_set))
+    return [records[s.student] for s in subs]
