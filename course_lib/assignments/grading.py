@@ -169,6 +169,10 @@ def grade_submission(exercise_set: ExerciseSet, sub: Submission, reference: list
         entry["points"] = task.points if status == "pass" else 0.0
         entry["reason"] = "; ".join([problem or "all hidden cases match the reference"] + hints)
         statuses.add({"fail": "ok", "pass": "ok", "missing": "error"}.get(status, status))
+    for gid in exercise_set.answer_ids:  # the functions may still work; the run was not clean
+        if result.cells.get(gid, {}).get("status", "ok") != "ok":
+            statuses.add(result.cells[gid]["status"] if result.cells[gid]["status"] in STATUS_ORDER else "error")
+            record["notes"].append(f"answer cell {gid} raised {result.cells[gid]['message']}")
     if crash:
         statuses.add(crash[0])
         record["notes"].append(crash[1])

@@ -78,6 +78,7 @@ def grade_folder(exercise_set: ExerciseSet, submissions: Path, out: Path, *, wor
                  limits: Limits | None = None, force: bool = False, log=print) -> list[dict]:
     """Grade every submission in ``submissions`` (folder or .zip) into ``out``; return the records."""
     limits = limits or Limits()
+    order = [t.grade_id for t in exercise_set.tasks]
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="course-submissions-") as unpacked:
         subs = open_submissions(Path(submissions), exercise_set.name, Path(unpacked) / "zip")
@@ -95,13 +96,13 @@ def grade_folder(exercise_set: ExerciseSet, submissions: Path, out: Path, *, wor
                 except Exception as exc:  # noqa: BLE001 - one student never stops the run
                     record = _internal_error(sub, exercise_set, exc)
                 t0 = time.perf_counter()
-                write_atomic(out / f"{sub.student}.feedback.md", render(record, [t.grade_id for t in exercise_set.tasks]))
+                write_atomic(out / f"{sub.student}.feedback.md", render(record, order))
                 record["timings"]["write_s"] = time.perf_counter() - t0
                 write_atomic(out / f"{sub.student}.json", _record_text(record))
                 records[sub.student] = record
                 log(f"  {sub.student}: {record['total']:g}/{record['max']:g} {record['status']}")
     for student, record in records.items():  # undo anything a submission wrote into the results folder
-        for name, text in ((f"{student}.json", _record_text(record)), (f"{student}.feedback.md", render(record, [t.grade_id for t in exercise_set.tasks]))):
+        for name, text in ((f"{student}.json", _record_text(record)), (f"{student}.feedback.md", render(record, order))):
             path = out / name
             try:
                 same = path.read_text(encoding="utf-8") == text
