@@ -85,8 +85,10 @@ def test_restricted_unpickler_refuses_code(cifar_folder, tmp_path):
 
 @pytest.mark.parametrize("damage, message", [
     (lambda b: b[: len(b) // 2], "not a readable CIFAR-10 batch"),
-    (lambda b: pickle.dumps({b"data": np.zeros((3, 3071), np.uint8), b"labels": [0, 1, 2]}), r"uint8 \[N, 3072\]"),
-    (lambda b: pickle.dumps({b"data": np.zeros((3, 3072), np.uint8), b"labels": [0, 1]}), "b'labels' must be 3"),
+    (lambda b: pickle.dumps({b"data": np.zeros((3, 3071), np.uint8), b"labels": [0, 1, 2]}),
+     r"uint8 \[N, 3072\]"),
+    (lambda b: pickle.dumps({b"data": np.zeros((3, 3072), np.uint8), b"labels": [0, 1]}),
+     "b'labels' must be 3"),
     (lambda b: pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": [10]}), "in 0..9"),
     (lambda b: pickle.dumps([1, 2, 3]), "expected a dict"),
 ])

@@ -12,7 +12,8 @@ from course_lib.__main__ import main
 from course_lib.data import download
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
-needs_shared_mnist = pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason=f"MNIST test files not in {SHARED_MNIST}")
+needs_shared_mnist = pytest.mark.skipif(not SHARED_MNIST.is_dir(),
+                                        reason=f"MNIST test files not in {SHARED_MNIST}")
 
 
 @pytest.fixture(autouse=True)
@@ -85,4 +86,15 @@ def test_download_through_a_mirror_verifies_and_stores(capsys, monkeypatch, offl
     (offline / "mnist" / "train-labels-idx1-ubyte").write_bytes(b"")
     code, out, _ = run_cli(capsys, "--download", "mnist")
     assert code == 0 and "ok      mnist test" in out
-    assert (offline / "mnist" / "t10k-images-idx3-ubyte.gz").read_bytes() == test_files["t10k-images-idx3-ubyte.gz"]
+    stored = (offline / "mnist" / "t10k-images-idx3-ubyte.gz").read_bytes()
+    assert stored == test_files["t10k-images-idx3-ubyte.gz"]
+
+
+def test_list_prints_the_table_kept_in_docs(capsys):
+    from course_lib.data import describe
+
+    code, out, _ = run_cli(capsys, "--list")
+    assert code == 0 and out.strip() == describe()
+    assert "| fashion_mnist | 1x28x28 uint8 | 60,000 / 10,000 |" in out
+    docs = Path(__file__).resolve().parents[1] / "docs" / "data.md"
+    assert describe() in docs.read_text(), "docs/data.md is out of date: paste `python -m course_lib data --list`"

@@ -26,8 +26,8 @@ def offline(monkeypatch, tmp_path):
 
 
 needs_shared_mnist = pytest.mark.skipif(
-    not SHARED_MNIST.is_dir(), reason=f"the MNIST test-set files are not in {SHARED_MNIST} (the shared folder "
-    "beside the clone); copy t10k-*-ubyte.gz there or set up the shared folder to run this")
+    not SHARED_MNIST.is_dir(),
+    reason=f"the MNIST test-set files are not in {SHARED_MNIST} (the shared folder beside the clone)")
 
 
 @pytest.fixture

@@ -49,7 +49,7 @@ def test_toy_geometry():
     assert ((cell[:, 0] + cell[:, 1]) % 2 == 0).all()                 # only black squares
     assert len({tuple(c) for c in cell.tolist()}) == 8
     x, y = load_dataset("8gaussians", n=8000)
-    for k in range(8):                                                # component k: angle k * 45 deg, radius sqrt(2)
+    for k in range(8):                                    # component k: angle k * 45 deg, radius sqrt(2)
         angle = torch.tensor(k * torch.pi / 4)
         expected = 2**0.5 * torch.stack([torch.cos(angle), torch.sin(angle)])
         torch.testing.assert_close(x[y == k].mean(0), expected, atol=0.03, rtol=0)
@@ -85,7 +85,8 @@ def test_dequantize_stays_in_its_bin():
     assert y.dtype == torch.float32 and y.min() >= 0 and y.max() < 1
     assert torch.equal(torch.floor(256 * y).to(torch.uint8), x)
     u = 256 * y - x.float()                                           # the noise, should be U[0, 1)
-    assert u.mean().item() == pytest.approx(0.5, abs=0.01) and u.var().item() == pytest.approx(1 / 12, abs=0.005)
+    assert u.mean().item() == pytest.approx(0.5, abs=0.01)
+    assert u.var().item() == pytest.approx(1 / 12, abs=0.005)
     assert torch.equal(dequantize(x, torch.Generator().manual_seed(0)), y)
     # the worst case for float32: noise just below 1 on pixel 255 must not round up to 256
     assert (256 * dequantize(torch.full((100000,), 255, dtype=torch.uint8)) < 256).all()

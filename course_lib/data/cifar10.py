@@ -53,24 +53,27 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
         try:
             return _ALLOWED[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(f"refused to load {module}.{name} (only numpy arrays are allowed)") from None
+            raise pickle.UnpicklingError(f"refused to load {module}.{name} (only numpy arrays are allowed)"
+                                         ) from None
 
 
 def read_batch(data: bytes, where: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Decode one batch: images uint8 [N, 3, 32, 32], labels int64 [N]. Checks every field."""
     try:
         batch = _ArrayOnlyUnpickler(io.BytesIO(data), encoding="bytes").load()
-    except Exception as err:  # truncated or foreign pickles fail in many ways (EOFError, UnpicklingError, ...)
-        raise DataFileError(where, f"not a readable CIFAR-10 batch ({type(err).__name__}: {err})", _FIX) from None
+    except Exception as err:  # a truncated or foreign pickle fails in many ways (EOFError, ...)
+        problem = f"not a readable CIFAR-10 batch ({type(err).__name__}: {err})"
+        raise DataFileError(where, problem, _FIX) from None
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
         keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
         raise DataFileError(where, f"expected a dict with b'data' and b'labels', got {keys}", _FIX)
     pixels, labels = batch[b"data"], np.asarray(batch[b"labels"])
-    if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8 or pixels.ndim != 2 or pixels.shape[1] != 3072:
-        shape = getattr(pixels, "shape", None)
-        raise DataFileError(where, f"b'data' must be uint8 [N, 3072], got {getattr(pixels, 'dtype', type(pixels))} {shape}", _FIX)
-    if labels.shape != (pixels.shape[0],) or labels.size and (labels.min() < 0 or labels.max() > 9):
-        raise DataFileError(where, f"b'labels' must be {pixels.shape[0]} integers in 0..9, got shape {labels.shape}", _FIX)
+    if not (isinstance(pixels, np.ndarray) and pixels.dtype == np.uint8 and pixels.shape[1:] == (3072,)):
+        got = f"{getattr(pixels, 'dtype', type(pixels).__name__)} {getattr(pixels, 'shape', '')}"
+        raise DataFileError(where, f"b'data' must be uint8 [N, 3072], got {got}", _FIX)
+    n = pixels.shape[0]
+    if labels.shape != (n,) or labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise DataFileError(where, f"b'labels' must be {n} integers in 0..9, got shape {labels.shape}", _FIX)
     return pixels.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
@@ -95,12 +98,14 @@ def _read_split(kind: str, path: Path, split: str) -> list[tuple[np.ndarray, np.
                 out.append(read_batch(member.read(), f"{path}!{FOLDER}/{name}"))
             return out
     except (tarfile.TarError, EOFError, OSError, KeyError) as err:
-        raise DataFileError(path, f"truncated or corrupt archive ({type(err).__name__}: {err})", _FIX) from None
+        problem = f"truncated or corrupt archive ({type(err).__name__}: {err})"
+        raise DataFileError(path, problem, _FIX) from None
 
 
 def download_archive(root=None) -> Path:
     """Download the official tar.gz (163 MB) into ``<data dir>/cifar10/`` and check its md5."""
-    return download.fetch([URL], data_dir(root) / "cifar10" / ARCHIVE, md5=ARCHIVE_MD5, md5_of_decompressed=False)
+    dest = data_dir(root) / "cifar10" / ARCHIVE
+    return download.fetch([URL], dest, md5=ARCHIVE_MD5, md5_of_decompressed=False)
 
 
 def load_cifar10(split: str = "train", *, root=None, allow_download: bool = True) -> ImageSet:
@@ -117,7 +122,8 @@ def load_cifar10(split: str = "train", *, root=None, allow_download: bool = True
         target = data_dir(root) / "cifar10"
         raise DataUnavailableError(
             f"CIFAR-10 not found ({why_not}). To get it: connect to the internet and run "
-            f"`{download_command('cifar10')}`, or put {ARCHIVE} (or its extracted {FOLDER}/) into {target}.")
+            f"`{download_command('cifar10')}`, or put {ARCHIVE} (or its extracted {FOLDER}/) "
+            f"into {target}.")
     kind, path = found
     parts = _read_split(kind, path, split)
     x = torch.from_numpy(np.concatenate([p[0] for p in parts]))  # [N, 3, 32, 32] uint8

@@ -1,9 +1,10 @@
 """``python -m course_lib data``: where each data set comes from on this machine; download; check.
 
-    python -m course_lib data                      # status: files / Debian package / embedded sample / missing
+    python -m course_lib data                      # files / Debian package / embedded sample / missing
     python -m course_lib data --download           # fetch MNIST, Fashion-MNIST and CIFAR-10 (md5-checked)
     python -m course_lib data --download mnist     # just one
     python -m course_lib data --check              # verify the md5 / format of every file present
+    python -m course_lib data --list               # the table of data sets (as in docs/data.md)
 
 Exit status: 0 when everything asked for worked, 1 when a download or a check failed.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from course_lib.data import DATASETS, cifar10, download, mnist
+from course_lib.data import DATASETS, cifar10, describe, download, mnist
 from course_lib.data.errors import DataFileError, data_dir, download_command
 from course_lib.data.idx import read_idx
 
@@ -22,8 +23,11 @@ DOWNLOADABLE = {"mnist": mnist.MNIST, "fashion_mnist": mnist.FASHION_MNIST, "cif
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--download", nargs="*", metavar="NAME", choices=list(DOWNLOADABLE),
                         help="download and verify these sets (default: all of mnist fashion_mnist cifar10)")
-    parser.add_argument("--check", action="store_true", help="verify the checksum / format of the files present")
-    parser.add_argument("--root", default=None, help="data directory (default: $COURSE_DATA or the user cache)")
+    parser.add_argument("--check", action="store_true",
+                        help="verify the checksum / format of the files present")
+    parser.add_argument("--list", action="store_true", help="print the table of data sets and their sources")
+    parser.add_argument("--root", default=None,
+                        help="data directory (default: $COURSE_DATA or the user cache)")
 
 
 def _idx_status(spec: mnist.IdxSpec, split: str, root) -> str:
@@ -48,7 +52,8 @@ def status(root=None) -> list[str]:
         if name in ("mnist", "fashion_mnist"):
             spec = DOWNLOADABLE[name]
             for split in ("train", "test"):
-                lines.append(f"{name if split == 'train' else '':14s} {split:5s}  {_idx_status(spec, split, root)}")
+                label = name if split == "train" else ""
+                lines.append(f"{label:14s} {split:5s}  {_idx_status(spec, split, root)}")
         elif name == "cifar10":
             found = cifar10.locate(root)
             where = f"{found[0]} {found[1]}" if found else f"MISSING (`{download_command('cifar10')}`)"
@@ -117,6 +122,8 @@ def download_sets(names: list[str], root=None) -> tuple[list[str], int]:
 
 def run(name: str, args: argparse.Namespace) -> int:
     failures = 0
+    if args.list:
+        print(describe())
     if args.download is not None:
         download.reset_network_memo()  # an explicit request deserves a fresh attempt
         lines, failed = download_sets(args.download or list(DOWNLOADABLE), args.root)
@@ -126,7 +133,7 @@ def run(name: str, args: argparse.Namespace) -> int:
         lines, failed = check(args.root)
         print("\n".join(lines))
         failures += failed
-    if args.download is None and not args.check:
+    if args.download is None and not args.check and not args.list:
         print("\n".join(status(args.root)))
     if failures:
         print(f"{failures} problem(s); see the lines marked FAILED above", file=sys.stderr)

@@ -72,7 +72,8 @@ def _stream(response, out, label: str) -> int:
         out.write(chunk)
         done += len(chunk)
         if total > 8 * _CHUNK and sys.stderr.isatty():
-            print(f"\r  {label}: {done / 2**20:.0f} / {total / 2**20:.0f} MiB", end="", file=sys.stderr)
+            end = "\n" if done == total else ""
+            print(f"\r  {label}: {done / 2**20:.0f} / {total / 2**20:.0f} MiB", end=end, file=sys.stderr)
     if total and done != total:
         raise OSError(f"connection closed after {done:,} of {total:,} bytes")
     return done
@@ -97,6 +98,7 @@ def fetch(
         NetworkUnavailable: no mirror reachable (remembered for the rest of the process).
         DataFileError: the download completed but its md5 is wrong (nothing is kept).
     """
+    global _network_down
     reason = offline_reason()
     if reason:
         raise NetworkUnavailable(f"downloads are off: {reason}")
@@ -128,7 +130,6 @@ def fetch(
             if os.path.exists(tmp):
                 os.remove(tmp)
     if not reachable:
-        global _network_down
         _network_down = f"no network ({errors[0]})"
         raise NetworkUnavailable(_network_down)
     raise NetworkUnavailable(f"no mirror could provide {dest.name}: " + "; ".join(errors))

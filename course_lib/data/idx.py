@@ -63,7 +63,8 @@ def parse_idx(data: bytes, path: str | os.PathLike = "<bytes>", fix: str | None 
     expected = header + int(np.prod(dims)) * dtype.itemsize
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "longer than its header says"
-        raise DataFileError(path, f"{what}: header {dims} needs {expected:,} bytes, file has {len(data):,}", fix)
+        problem = f"{what}: header {dims} needs {expected:,} bytes, file has {len(data):,}"
+        raise DataFileError(path, problem, fix)
     values = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
     return values.astype(dtype.newbyteorder("="), copy=True)  # native order, writable
 
