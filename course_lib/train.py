@@ -131,9 +131,12 @@ def fit(
             end. With ``resume`` (default) an existing file there is loaded first and training
             continues from its step. ``config`` (e.g. model name and options) is stored in it.
         amp: "auto" = bf16 autocast on CUDA only; True forces it (CUDA only); False turns it off.
-        compile: wrap ``model.loss`` in ``torch.compile``.
+        compile: wrap ``model.loss`` in ``torch.compile`` (the first steps are slow while it
+            compiles; compiled random ops draw different numbers than eager ones).
         seed: seeds the data order and, for a fresh run, Python/NumPy/torch (None: leave them).
     """
+    if steps < 0 or batch_size < 1 or log_every < 1:
+        raise ValueError(f"need steps >= 0, batch_size >= 1, log_every >= 1; got {steps}, {batch_size}, {log_every}")
     device = get_device(device)
     use_amp = device.type == "cuda" if amp == "auto" else bool(amp)
     if use_amp and device.type != "cuda":
@@ -187,7 +190,6 @@ def fit(
         seed_everything(seed)
 
     def new_epoch(skip: int = 0):
-        nonlocal epoch_start
         gen.set_state(epoch_start)  # the permutation is drawn from this state at the first next()
         it = batches(tensors if has_labels else tensors[0], batch_size, generator=gen, drop_last=drop_last)
         for _ in range(skip):  # resume mid-epoch: replay the order, skip the batches already used
@@ -353,10 +355,13 @@ def _optimizer_state(optimizer):
 
 
 def _load_optimizer(optimizer, state) -> None:
+    """Load the saved moments and step counts, but keep the learning rate the caller asked for now
+    (resuming with a lower lr after a NaN must take effect)."""
     if optimizer is None or state is None:
         return
-    if isinstance(optimizer, dict):
-        for k, opt in optimizer.items():
-            opt.load_state_dict(state[k])
-    else:
-        optimizer.load_state_dict(state)
+    optimizers = optimizer if isinstance(optimizer, dict) else {None: optimizer}
+    for key, opt in optimizers.items():
+        lrs = [group["lr"] for group in opt.param_groups]
+        opt.load_state_dict(state[key] if key is not None else state)
+        for group, lr in zip(opt.param_groups, lrs):
+            group["lr"] = lr

@@ -27,6 +27,7 @@ def _state(result, model):
     }
 
 
+@pytest.mark.slow  # a child process imports torch: several seconds on a busy machine
 def test_resume_after_sigkill_is_bit_for_bit(tmp_path):
     ckpt = tmp_path / "run.pt"
     child = subprocess.run(
@@ -235,3 +236,15 @@ def test_resume_with_other_batch_size_is_refused(tmp_path):
     done = fit(train_models.new_model(), (x, y), steps=3, batch_size=16, checkpoint_path=tmp_path / "c.pt",
                device="cpu", progress=False)
     assert done.step == 3  # already trained that far: nothing to do
+
+
+def test_resume_keeps_the_new_learning_rate(tmp_path):
+    x, y = train_models.make_data()
+    path = tmp_path / "c.pt"
+    fit(train_models.new_model(), (x, y), steps=3, batch_size=16, lr=1e-2, checkpoint_path=path, device="cpu",
+        progress=False)
+    model = train_models.new_model()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    fit(model, (x, y), steps=4, batch_size=16, optimizer=opt, checkpoint_path=path, device="cpu", progress=False)
+    assert opt.param_groups[0]["lr"] == 1e-4
+    assert int(opt.state[model.net[0].weight]["step"]) == 4  # the moments were resumed, not restarted
