@@ -69,7 +69,7 @@ DATASETS = {
 
 
 def describe() -> str:
-    """DATASETS as a Markdown table (printed by ``python -m course_lib data --list``, kept in docs/data.md)."""
+    """DATASETS as a Markdown table (``python -m course_lib data --list``; kept in docs/data.md)."""
     rows = [("name", "one example", "train / test", "classes (labels)", "offline", "online")]
     rows += [(d.name, d.shape, d.sizes, d.classes, d.offline, d.online) for d in DATASETS.values()]
     lines = ["| " + " | ".join(row) + " |" for row in rows]

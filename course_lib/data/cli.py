@@ -75,7 +75,7 @@ def check(root=None) -> tuple[list[str], int]:
             for stem in stems:
                 path = mnist.find_file(found[1], stem)
                 try:
-                    read_idx(path, spec.md5[stem], f"delete it and run `{download_command(name)}`")
+                    read_idx(path, spec.md5[stem], mnist.repair_hint(spec, found[0]))
                     lines.append(f"ok      {path}")
                 except DataFileError as err:
                     failures += 1
@@ -105,15 +105,21 @@ def download_sets(names: list[str], root=None) -> tuple[list[str], int]:
     for name in names:
         try:
             if name == "cifar10":
-                path = cifar10.locate(root)
-                path = path[1] if path else cifar10.download_archive(root)
-                lines.append(f"ok      cifar10: {path}")
+                found = cifar10.locate(root)
+                if found:
+                    lines.append(f"ok      cifar10: already present, {found[1]}")
+                else:
+                    path = cifar10.download_archive(root)
+                    lines.append(f"ok      cifar10: downloaded and md5-checked, {path}")
                 continue
             spec = DOWNLOADABLE[name]
             for split in ("train", "test"):
                 found = mnist.locate(spec, split, root)
-                folder = found[1] if found else mnist.download_split(spec, split, root)
-                lines.append(f"ok      {name} {split}: {folder}")
+                if found:
+                    lines.append(f"ok      {name} {split}: already present, {found[1]} (--check verifies)")
+                else:
+                    folder = mnist.download_split(spec, split, root)
+                    lines.append(f"ok      {name} {split}: downloaded and md5-checked, {folder}")
         except (download.NetworkUnavailable, DataFileError) as err:
             failures += 1
             lines.append(f"FAILED  {name}: {err}")

