@@ -70,7 +70,9 @@ def load_checkpoint(
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; train first (python -m course_lib train ...)")
+        raise CheckpointError(
+            f"checkpoint {path} does not exist; train first (python -m course_lib train ...)"
+        )
     try:
         # weights_only: the file holds tensors, numbers, strings, lists and dicts only, so the
         # safe unpickler suffices and a malicious file cannot run code.

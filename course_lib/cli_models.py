@@ -28,33 +28,34 @@ __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
+    arg = parser.add_argument
     if name == "train":
-        parser.add_argument("--model", required=True, help="zoo name (e.g. ddpm) or 'package.module:function'")
-        parser.add_argument("--data", required=True, help="data set name known to load_dataset (mnist, cifar10, ...)")
-        parser.add_argument("--out", required=True, type=Path, help="run folder: checkpoint.pt, history.json, samples.png")
-        parser.add_argument("--steps", type=int, default=1000, help="total optimizer steps (default 1000)")
-        parser.add_argument("--batch-size", type=int, default=128)
-        parser.add_argument("--lr", type=float, default=2e-4)
-        parser.add_argument("--ema", type=float, default=0.999, help="EMA decay of the weights; 0 turns it off")
-        parser.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm; 0 turns clipping off")
-        parser.add_argument("--conditional", action="store_true", help="give the model the class labels")
-        parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                            help="builder option, e.g. --option base_channels=64 (repeatable)")
-        parser.add_argument("--n", type=int, default=None, help="train on a random subset of n examples")
-        parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-        parser.add_argument("--checkpoint-every", type=int, default=500)
-        parser.add_argument("--log-every", type=int, default=50)
-        parser.add_argument("--sample-n", type=int, default=64, help="images in the final samples.png")
+        arg("--model", required=True, help="zoo name (e.g. ddpm) or 'package.module:function'")
+        arg("--data", required=True, help="data set name known to load_dataset (mnist, cifar10, moons, ...)")
+        arg("--out", required=True, type=Path, help="run folder: checkpoint.pt, history.json, samples.png")
+        arg("--steps", type=int, default=1000, help="total optimizer steps (default 1000)")
+        arg("--batch-size", type=int, default=128)
+        arg("--lr", type=float, default=2e-4)
+        arg("--ema", type=float, default=0.999, help="EMA decay of the weights; 0 turns it off")
+        arg("--grad-clip", type=float, default=1.0, help="max gradient norm; 0 turns clipping off")
+        arg("--conditional", action="store_true", help="give the model the class labels")
+        arg("--option", action="append", default=[], metavar="KEY=VALUE",
+            help="builder option, e.g. --option base_channels=64 (repeatable)")
+        arg("--n", type=int, default=None, help="train on a random subset of n examples")
+        arg("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+        arg("--checkpoint-every", type=int, default=500)
+        arg("--log-every", type=int, default=50)
+        arg("--sample-n", type=int, default=64, help="images in the final samples.png")
     else:
-        parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint.pt written by `train`")
-        parser.add_argument("--out", required=True, type=Path, help="PNG file for the sample grid")
-        parser.add_argument("--n", type=int, default=64, help="number of samples")
-        parser.add_argument("--label", type=int, default=None, help="conditional models: class of every sample "
-                            "(default: classes 0, 1, 2, ... in turn)")
-        parser.add_argument("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
-        parser.add_argument("--tensor", type=Path, default=None, help="also save the samples as a .pt tensor")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (COURSE_DEVICE overrides auto)")
-    parser.add_argument("--seed", type=int, default=0)
+        arg("--checkpoint", required=True, type=Path, help="checkpoint.pt written by `train`")
+        arg("--out", required=True, type=Path, help="PNG file for the sample grid")
+        arg("--n", type=int, default=64, help="number of samples")
+        arg("--label", type=int, default=None,
+            help="conditional models: class of every sample (default: classes 0, 1, 2, ... in turn)")
+        arg("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
+        arg("--tensor", type=Path, default=None, help="also save the samples as a .pt tensor")
+    arg("--device", default="auto", help="auto, cpu, cuda, mps (COURSE_DEVICE overrides auto)")
+    arg("--seed", type=int, default=0)
 
 
 def run(name: str, args) -> int:
@@ -85,9 +86,12 @@ def _train(args) -> int:
 
     ckpt_path = args.out / "checkpoint.pt"
     if ckpt_path.exists() and not args.resume:
-        raise ValueError(f"{args.out} already holds a checkpoint; pass --resume to continue it or choose another --out")
+        raise ValueError(
+            f"{args.out} already holds a checkpoint; pass --resume to continue it or choose another --out"
+        )
     data = load_dataset(args.data, "train", n=args.n, seed=args.seed)
-    x = to_signed(data.x) if data.x.dtype == torch.uint8 else data.x  # images -> [-1, 1]; 2D points as they are
+    # Images (uint8) go to the models' range [-1, 1]; 2D toy points stay as they are.
+    x = to_signed(data.x) if data.x.dtype == torch.uint8 else data.x
     num_classes = None
     if args.conditional:
         num_classes = len(data.classes) if data.classes else int(data.y.max()) + 1
@@ -95,19 +99,22 @@ def _train(args) -> int:
               "num_classes": num_classes, "data": args.data, "data_source": data.source}
     if args.resume and ckpt_path.exists():
         saved = load_checkpoint(ckpt_path)["config"]
-        differ = [k for k in ("model", "options", "image_shape", "num_classes", "data") if saved.get(k) != config[k]]
+        keys = ("model", "options", "image_shape", "num_classes", "data")
+        differ = [k for k in keys if saved.get(k) != config[k]]
         if differ:
             raise ValueError(f"--resume: {ckpt_path} was trained with other settings ({', '.join(differ)}): "
                              + "; ".join(f"{k}: {saved.get(k)!r} vs now {config[k]!r}" for k in differ))
     model = build_model(args.model, tuple(x.shape[1:]), num_classes, **config["options"])
     device = get_device(args.device)
-    print(f"{args.model}: {sum(p.numel() for p in model.parameters()):,} parameters on {device_summary(device)}; "
-          f"data: {data.source}")
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"{args.model}: {n_params:,} parameters on {device_summary(device)}; data: {data.source}")
     try:
-        result = fit(model, (x, data.y) if args.conditional else x, steps=args.steps, batch_size=args.batch_size,
-                     lr=args.lr, device=device, grad_clip=args.grad_clip or None, ema_decay=args.ema or None,
-                     log_every=args.log_every, checkpoint_path=ckpt_path, checkpoint_every=args.checkpoint_every,
-                     resume=args.resume, config=config, seed=args.seed)
+        result = fit(
+            model, (x, data.y) if args.conditional else x, steps=args.steps, batch_size=args.batch_size,
+            lr=args.lr, device=device, grad_clip=args.grad_clip or None, ema_decay=args.ema or None,
+            log_every=args.log_every, checkpoint_path=ckpt_path, checkpoint_every=args.checkpoint_every,
+            resume=args.resume, config=config, seed=args.seed,
+        )
     except KeyboardInterrupt:
         print(f"\ninterrupted; the last checkpoint is {ckpt_path}: continue with --resume", file=sys.stderr)
         return 130
@@ -117,7 +124,7 @@ def _train(args) -> int:
     (args.out / "history.json").write_text(json.dumps(summary, indent=1))
     net = result.ema if result.ema is not None else model
     samples = _draw(net, args.sample_n, num_classes, None, args.seed, device)
-    _save_picture(samples, args.out / "samples.png")
+    _save_picture(samples, args.out / "samples.png", nrow=num_classes)
     print(f"step {result.step}: loss {result.history['loss'][-1]:.4g}, {result.steps_per_s:.1f} steps/s; "
           f"wrote {ckpt_path}, {args.out / 'history.json'}, {args.out / 'samples.png'}")
     return 0
@@ -129,14 +136,17 @@ def _sample(args) -> int:
     device = get_device(args.device)
     config = load_checkpoint(args.checkpoint)["config"]
     if "model" not in config:
-        raise CheckpointError(f"{args.checkpoint} records no model name (not written by `python -m course_lib "
-                              "train`?); load it in Python with course_lib.checkpoint.load_checkpoint(path, model)")
-    model = build_model(config["model"], tuple(config["image_shape"]), config["num_classes"], **config["options"])
+        raise CheckpointError(
+            f"{args.checkpoint} records no model name (not written by `python -m course_lib train`?); "
+            "load it in Python with course_lib.checkpoint.load_checkpoint(path, model)"
+        )
+    shape, num_classes = tuple(config["image_shape"]), config["num_classes"]
+    model = build_model(config["model"], shape, num_classes, **config["options"])
     use_ema = not args.no_ema and config["fit"]["ema_decay"] is not None
     load_checkpoint(args.checkpoint, model, map_location=device, ema=use_ema)
     model.to(device).eval()
-    samples = _draw(model, args.n, config["num_classes"], args.label, args.seed, device)
-    _save_picture(samples, args.out)
+    samples = _draw(model, args.n, num_classes, args.label, args.seed, device)
+    _save_picture(samples, args.out, nrow=num_classes if args.label is None else None)
     if args.tensor is not None:
         args.tensor.parent.mkdir(parents=True, exist_ok=True)
         torch.save(samples, args.tensor)
@@ -152,13 +162,15 @@ def _draw(model, n: int, num_classes: int | None, label: int | None, seed: int, 
     if num_classes:
         if label is not None and not 0 <= label < num_classes:
             raise ValueError(f"--label must be in 0..{num_classes - 1}, got {label}")
-        y = torch.full((n,), label, device=device) if label is not None else torch.arange(n, device=device) % num_classes
+        y = torch.arange(n, device=device) % num_classes  # classes in turn (a column each, see _save_picture)
+        if label is not None:
+            y = torch.full_like(y, label)
     with torch.no_grad():
         return model.sample(n, y).detach().float().cpu()
 
 
-def _save_picture(samples: torch.Tensor, path: Path) -> None:
-    """An image grid for image samples, a scatter plot for 2D points."""
+def _save_picture(samples: torch.Tensor, path: Path, nrow: int | None = None) -> None:
+    """An image grid for image samples (``nrow`` per row), a scatter plot for 2D points."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if samples.ndim == 2:
         from matplotlib.figure import Figure
@@ -171,4 +183,4 @@ def _save_picture(samples: torch.Tensor, path: Path) -> None:
     else:
         from course_lib.plotting import save_grid_png
 
-        save_grid_png(samples, path, value_range=(-1, 1), scale=max(1, 64 // samples.shape[-1]))
+        save_grid_png(samples, path, nrow=nrow, value_range=(-1, 1), scale=max(1, 64 // samples.shape[-1]))

@@ -67,10 +67,14 @@ def image_grid(x, nrow: int | None = None, value_range: tuple[float, float] | No
     if a.ndim == 3:
         a = a[None]
     if a.ndim != 4:
-        raise ValueError(f"expected images [N, C, H, W] or [C, H, W], got shape {a.shape}; for [N, H, W] use x[:, None]")
+        raise ValueError(
+            f"expected images [N, C, H, W] or [C, H, W], got shape {a.shape}; for [N, H, W] use x[:, None]"
+        )
     n, c, h, w = a.shape
     if c not in (1, 3):
-        raise ValueError(f"images must have 1 or 3 channels, got {c} (shape {a.shape}); is the layout [N, C, H, W]?")
+        raise ValueError(
+            f"images must have 1 or 3 channels, got {c} (shape {a.shape}); is the layout [N, C, H, W]?"
+        )
     if n == 0:
         raise ValueError("no images to show (got an empty batch)")
     lo, hi = value_range if value_range is not None else _infer_range(a, dtype)
@@ -131,7 +135,8 @@ def plot_history(history: dict, keys: Sequence[str] | None = None, smooth: float
     keys = list(keys) if keys is not None else [k for k in history if k != "step"]
     missing = [k for k in keys if k not in history]
     if missing or not keys:
-        raise ValueError(f"history has no term(s) {missing or keys}; it has {[k for k in history if k != 'step']}")
+        terms = [k for k in history if k != "step"]
+        raise ValueError(f"history has no term(s) {missing or keys}; it has {terms}")
     if not 0 <= smooth < 1:
         raise ValueError(f"smooth must be in [0, 1), got {smooth}")
     if axes is None:

@@ -49,7 +49,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from course_lib.checkpoint import CheckpointError, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from course_lib.checkpoint import (
+    CheckpointError, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state,
+)
 from course_lib.data.batching import batches
 from course_lib.runtime import get_device, seed_everything
 
@@ -136,7 +138,9 @@ def fit(
         seed: seeds the data order and, for a fresh run, Python/NumPy/torch (None: leave them).
     """
     if steps < 0 or batch_size < 1 or log_every < 1:
-        raise ValueError(f"need steps >= 0, batch_size >= 1, log_every >= 1; got {steps}, {batch_size}, {log_every}")
+        raise ValueError(
+            f"need steps >= 0, batch_size >= 1, log_every >= 1; got {steps}, {batch_size}, {log_every}"
+        )
     device = get_device(device)
     use_amp = device.type == "cuda" if amp == "auto" else bool(amp)
     if use_amp and device.type != "cuda":

@@ -31,23 +31,30 @@ def resolve_builder(name: str) -> Callable[..., nn.Module]:
     spec = MODELS.get(name, name)
     if ":" not in spec:
         raise ValueError(
-            f"unknown model {name!r}: choose one of {sorted(MODELS)} or give a builder as 'package.module:function'"
+            f"unknown model {name!r}: choose one of {sorted(MODELS)} "
+            "or give a builder as 'package.module:function'"
         )
     module_name, _, function_name = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ValueError(f"cannot import the builder module {module_name!r} for model {name!r}: {exc}") from exc
+        raise ValueError(
+            f"cannot import the builder module {module_name!r} for model {name!r}: {exc}"
+        ) from exc
     builder = getattr(module, function_name, None)
     if not callable(builder):
         raise ValueError(f"module {module_name!r} has no function {function_name!r} (model {name!r})")
     return builder
 
 
-def build_model(name: str, image_shape: tuple[int, ...], num_classes: int | None = None, **options) -> nn.Module:
+def build_model(
+    name: str, image_shape: tuple[int, ...], num_classes: int | None = None, **options
+) -> nn.Module:
     """Build a model by zoo name or ``"package.module:function"``; ``options`` go to the builder."""
     model = resolve_builder(name)(tuple(image_shape), num_classes, **options)
     missing = [m for m in ("loss", "sample") if not callable(getattr(model, m, None))]
     if missing:
-        raise TypeError(f"model {name!r} ({type(model).__name__}) lacks the method(s) {missing} that fit and sample need")
+        raise TypeError(
+            f"model {name!r} ({type(model).__name__}) lacks the method(s) {missing} that fit and sample need"
+        )
     return model

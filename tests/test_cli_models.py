@@ -26,9 +26,9 @@ TINY = "train_models:build_tiny"
 
 def test_train_then_sample_then_resume(tmp_path, capsys):
     out = tmp_path / "run"
-    train = ["train", "--model", TINY, "--data", "digits", "--n", "200", "--steps", "30", "--batch-size", "32",
-             "--checkpoint-every", "10", "--log-every", "5", "--device", "cpu", "--conditional",
-             "--option", "hidden=16", "--sample-n", "10"]
+    train = ["train", "--model", TINY, "--data", "digits", "--n", "200", "--steps", "30",
+             "--batch-size", "32", "--checkpoint-every", "10", "--log-every", "5", "--device", "cpu",
+             "--conditional", "--option", "hidden=16", "--sample-n", "10"]
     assert main(train + ["--out", str(out)]) == 0
     assert "wrote" in capsys.readouterr().out
 
@@ -41,8 +41,8 @@ def test_train_then_sample_then_resume(tmp_path, capsys):
     assert history["history"]["step"] == [5, 10, 15, 20, 25, 30] and len(history["history"]["loss"]) == 6
     assert "scikit-learn" in history["config"]["data_source"]
     png = matplotlib.image.imread(out / "samples.png")
-    # 10 images of 8x8 in rows of 4 (3 rows), 2 px padding, every pixel enlarged 64 // 8 = 8 times
-    assert png.shape[:2] == (8 * (3 * (8 + 2) + 2), 8 * (4 * (8 + 2) + 2))
+    # 10 images of 8x8, one row of the 10 classes, 2 px padding, every pixel enlarged 64 // 8 = 8 times
+    assert png.shape[:2] == (8 * (8 + 2 + 2), 8 * (10 * (8 + 2) + 2))
 
     # sample: rebuilds the model from the checkpoint alone, EMA weights by default.
     pic, tensor = tmp_path / "s.png", tmp_path / "s.pt"
@@ -58,6 +58,7 @@ def test_train_then_sample_then_resume(tmp_path, capsys):
     # A second train into the same folder is refused; --resume continues from step 30.
     assert main(train + ["--out", str(out)]) == 1
     assert "pass --resume" in capsys.readouterr().err
+    assert train[8] == "30"
     assert main([*train[:8], "40", *train[9:], "--out", str(out), "--resume"]) == 0
     history = json.loads((out / "history.json").read_text())
     assert history["step"] == 40 and history["history"]["step"][-3:] == [30, 35, 40]
@@ -68,8 +69,8 @@ def test_train_then_sample_then_resume(tmp_path, capsys):
 
 def test_train_2d_toy_set_writes_a_scatter(tmp_path):
     out = tmp_path / "toy"
-    assert main(["train", "--model", TINY, "--data", "moons", "--n", "64", "--steps", "4", "--batch-size", "16",
-                 "--device", "cpu", "--out", str(out), "--ema", "0"]) == 0
+    assert main(["train", "--model", TINY, "--data", "moons", "--n", "64", "--steps", "4",
+                 "--batch-size", "16", "--device", "cpu", "--out", str(out), "--ema", "0"]) == 0
     assert load_checkpoint(out / "checkpoint.pt")["ema"] is None
     assert matplotlib.image.imread(out / "samples.png").shape == (400, 400, 4)  # 4 x 4 inches at 100 dpi
 

@@ -12,7 +12,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from course_lib.plotting import (  # noqa: E402
-    animate_chain, animation_html, density_2d, image_grid, plot_history, save_grid_png, scatter_2d, show_images,
+    animate_chain, animation_html, density_2d, image_grid, plot_history, save_grid_png, scatter_2d,
+    show_images,
 )
 
 
@@ -67,7 +68,8 @@ def test_grid_value_range_and_errors():
 
 def test_show_images_and_save_png(tmp_path):
     ax = show_images(_ramp_uint8(), title="ramp")
-    assert ax.get_title() == "ramp" and ax.images[0].get_array().shape == (6, 12)  # 2 + 2 + 2 by 2 + 3 + 2 + 3 + 2
+    assert ax.get_title() == "ramp"
+    assert ax.images[0].get_array().shape == (6, 12)  # (2 + 2 + 2) x (2 + 3 + 2 + 3 + 2)
     path = tmp_path / "grid.png"
     save_grid_png(_ramp_uint8(), path, nrow=1, scale=3)
     png = matplotlib.image.imread(path)  # RGBA in [0, 1]

@@ -8,7 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from course_lib.checkpoint import CheckpointError, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from course_lib.checkpoint import (
+    CheckpointError, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state,
+)
 
 
 def _model(value):

@@ -41,7 +41,8 @@ def test_resume_after_sigkill_is_bit_for_bit(tmp_path):
     resumed_model = train_models.new_model()
     resumed = fit(resumed_model, (x, y), checkpoint_path=ckpt, device="cpu", **train_models.RESUME_RUN)
     full_model = train_models.new_model()
-    full = fit(full_model, (x, y), checkpoint_path=tmp_path / "full.pt", device="cpu", **train_models.RESUME_RUN)
+    full = fit(full_model, (x, y), checkpoint_path=tmp_path / "full.pt", device="cpu",
+               **train_models.RESUME_RUN)
 
     # Step 9 is mid-epoch (6 batches of 16 per epoch) and between log steps, so this checks the
     # data order, the pending log terms, the optimizer, EMA, and torch + NumPy RNG restoration.
@@ -108,9 +109,13 @@ def test_ema_matches_closed_form():
     model.loss = lambda x, y=None: {"loss": (model(x) - 1).pow(2).mean()}
     snapshots = [model.weight.detach().double().clone()]
     decay, n = 0.8, 7
+    def snapshot(result):
+        snapshots.append(model.weight.detach().double().clone())
+
     result = fit(model, torch.randn(40, 3), steps=n, batch_size=8, lr=0.1, ema_decay=decay, device="cpu",
-                 progress=False, callbacks=[lambda r: snapshots.append(model.weight.detach().double().clone())])
-    expected = decay**n * snapshots[0] + sum((1 - decay) * decay ** (n - t) * snapshots[t] for t in range(1, n + 1))
+                 progress=False, callbacks=[snapshot])
+    expected = decay**n * snapshots[0]
+    expected += sum((1 - decay) * decay ** (n - t) * snapshots[t] for t in range(1, n + 1))
     torch.testing.assert_close(result.ema.weight.double(), expected, rtol=1e-6, atol=1e-7)
     assert not torch.allclose(result.ema.weight.double(), snapshots[-1])  # EMA lags the weights
 
@@ -141,8 +146,9 @@ class Quadratic(nn.Module):
 def test_grad_clip_limits_the_step(grad_clip):
     model = Quadratic(scale=100.0)
     w0 = model.w.detach().clone()
-    result = fit(model, torch.zeros(4, 1), steps=1, batch_size=4, optimizer=torch.optim.SGD(model.parameters(), lr=1.0),
-                 grad_clip=grad_clip, log_every=1, device="cpu", progress=False)
+    sgd = torch.optim.SGD(model.parameters(), lr=1.0)
+    result = fit(model, torch.zeros(4, 1), steps=1, batch_size=4, optimizer=sgd, grad_clip=grad_clip,
+                 log_every=1, device="cpu", progress=False)
     unclipped = 2 * 100.0 * w0  # ||.|| = 200 * 5 = 1000
     assert result.history["grad_norm"] == [pytest.approx(1000.0)]
     step = w0 - model.w.detach()
@@ -245,6 +251,7 @@ def test_resume_keeps_the_new_learning_rate(tmp_path):
         progress=False)
     model = train_models.new_model()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    fit(model, (x, y), steps=4, batch_size=16, optimizer=opt, checkpoint_path=path, device="cpu", progress=False)
+    fit(model, (x, y), steps=4, batch_size=16, optimizer=opt, checkpoint_path=path, device="cpu",
+        progress=False)
     assert opt.param_groups[0]["lr"] == 1e-4
     assert int(opt.state[model.net[0].weight]["step"]) == 4  # the moments were resumed, not restarted

@@ -68,7 +68,8 @@ def make_data(n=100, seed=1):
 
 
 # Settings shared by the killed child run, the resumed run and the uninterrupted run.
-RESUME_RUN = dict(steps=20, batch_size=16, lr=1e-2, ema_decay=0.9, log_every=4, checkpoint_every=9, progress=False)
+RESUME_RUN = dict(steps=20, batch_size=16, lr=1e-2, ema_decay=0.9, log_every=4, checkpoint_every=9,
+                  progress=False)
 
 
 def new_model():
@@ -90,6 +91,6 @@ if __name__ == "__main__":
     parser.add_argument("--kill-at", type=int, required=True)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    fit(new_model(), make_data(), checkpoint_path=args.checkpoint, callbacks=[_kill_after_checkpoint(args.kill_at)],
-        device="cpu", **RESUME_RUN)
+    fit(new_model(), make_data(), checkpoint_path=args.checkpoint, device="cpu",
+        callbacks=[_kill_after_checkpoint(args.kill_at)], **RESUME_RUN)
     raise SystemExit("the run was not killed: the kill step was never reached")
