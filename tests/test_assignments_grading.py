@@ -3,6 +3,7 @@
 Every student variant is generated from the solution notebook; each must end in the right
 points, status and reason, and none may disturb another student's result.
 """
+
 import copy
 import csv
 import json
@@ -20,9 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SOLUTION = ROOT / "solutions" / "00_introduction.ipynb"
 EXERCISE = ROOT / "exercises" / "00_introduction.ipynb"
 LIMITS = Limits(cell_timeout=2.0, timeout=10.0, memory_mb=1500)
-CORRECT_KL = ("def categorical_kl(p, q):\n    p, q = np.asarray(p, float), np.asarray(q, float)\n"
-              "    with np.errstate(divide='ignore', invalid='ignore'):\n"
-              "        return np.where(p > 0, p * np.log(p / q), 0.0).sum(-1)\n")
+CORRECT_KL = (
+    "def categorical_kl(p, q):\n    p, q = np.asarray(p, float), np.asarray(q, float)\n"
+    "    with np.errstate(divide='ignore', invalid='ignore'):\n"
+    "        return np.where(p > 0, p * np.log(p / q), 0.0).sum(-1)\n"
+)
 WRONG_KL = "def categorical_kl(p, q):\n    return np.zeros(np.shape(p)[:-1])\n"
 
 
@@ -55,13 +58,26 @@ def variants_a():
     """student -> notebook dict or raw text; graded with the real set 00."""
     v = {"correct": solution_nb(), "untouched": EXERCISE.read_text()}
     v["syntax_error"] = with_answer("answer_categorical_kl", "def categorical_kl(p, q:\n    return 0\n")
-    v["exception_one"] = with_answer("answer_bits_per_dim", "def bits_per_dim(images, probs):\n    raise ValueError('boom')\n")
-    v["infinite_loop"] = with_answer("answer_categorical_mle", "def categorical_mle(counts):\n    while True:\n        pass\n")
-    v["memory_bomb"] = with_answer("answer_cross_entropy", "def cross_entropy(p, q):\n    blocks = []\n"
-                                   "    while True:\n        blocks.append(np.empty(10**8))\n")
-    v["nan"] = with_answer("answer_categorical_kl", "def categorical_kl(p, q):\n    return np.full(np.shape(p)[:-1], np.nan)\n")
-    v["wrong_shape"] = with_answer("answer_categorical_mle", "def categorical_mle(counts):\n"
-                                   "    counts = np.asarray(counts, float)\n    return (counts / counts.sum(-1, keepdims=True))[..., None]\n")
+    v["exception_one"] = with_answer(
+        "answer_bits_per_dim", "def bits_per_dim(images, probs):\n    raise ValueError('boom')\n"
+    )
+    v["infinite_loop"] = with_answer(
+        "answer_categorical_mle", "def categorical_mle(counts):\n    while True:\n        pass\n"
+    )
+    v["memory_bomb"] = with_answer(
+        "answer_cross_entropy",
+        "def cross_entropy(p, q):\n    blocks = []\n"
+        "    while True:\n        blocks.append(np.empty(10**8))\n",
+    )
+    v["nan"] = with_answer(
+        "answer_categorical_kl", "def categorical_kl(p, q):\n    return np.full(np.shape(p)[:-1], np.nan)\n"
+    )
+    v["wrong_shape"] = with_answer(
+        "answer_categorical_mle",
+        "def categorical_mle(counts):\n"
+        "    counts = np.asarray(counts, float)\n"
+        "    return (counts / counts.sum(-1, keepdims=True))[..., None]\n",
+    )
     nb = solution_nb()
     nb["cells"] = nb["cells"][::-1]
     v["reordered"] = nb
@@ -84,13 +100,25 @@ def variants_a():
     nb = with_answer("answer_categorical_kl", WRONG_KL)
     cell_of(nb, "categorical_kl")["source"] = "print('categorical_kl: visible checks passed')"
     v["edited_tests"] = nb
-    v["redefined_checks"] = with_answer("answer_categorical_kl", WRONG_KL + (
-        "np.allclose = lambda *args, **kwargs: True\nassert_close = lambda *args, **kwargs: None\n"
-        "class AssertionError(Exception):\n    pass\n"))
-    v["fake_print"] = with_answer("answer_categorical_kl", WRONG_KL + "print('All tests passed! 10/10 points')\n")
-    v["policy_import"] = with_answer("answer_categorical_mle", "import os\n" + source_of(solution_nb(), "answer_categorical_mle"))
-    v["policy_reference"] = with_answer("answer_categorical_kl", "from scipy.special import rel_entr\n\n"
-                                        "def categorical_kl(p, q):\n    return rel_entr(p, q).sum(-1)\n")
+    v["redefined_checks"] = with_answer(
+        "answer_categorical_kl",
+        WRONG_KL
+        + (
+            "np.allclose = lambda *args, **kwargs: True\nassert_close = lambda *args, **kwargs: None\n"
+            "class AssertionError(Exception):\n    pass\n"
+        ),
+    )
+    v["fake_print"] = with_answer(
+        "answer_categorical_kl", WRONG_KL + "print('All tests passed! 10/10 points')\n"
+    )
+    v["policy_import"] = with_answer(
+        "answer_categorical_mle", "import os\n" + source_of(solution_nb(), "answer_categorical_mle")
+    )
+    v["policy_reference"] = with_answer(
+        "answer_categorical_kl",
+        "from scipy.special import rel_entr\n\n"
+        "def categorical_kl(p, q):\n    return rel_entr(p, q).sum(-1)\n",
+    )
     v["invalid_json"] = '{"cells": [ this is not json'
     v["not_a_notebook"] = '{"hello": "world"}'
     v["empty"] = ""
@@ -107,7 +135,9 @@ def write_variants(folder: Path, variants: dict):
 def run_a(tmp_path_factory):
     base = tmp_path_factory.mktemp("grade_a")
     write_variants(base / "subs", variants_a())
-    records = grade_folder(load_set(SOLUTION), base / "subs", base / "results", workers=2, limits=LIMITS, log=lambda *a: None)
+    records = grade_folder(
+        load_set(SOLUTION), base / "subs", base / "results", workers=2, limits=LIMITS, log=lambda *a: None
+    )
     return {r["student"]: r for r in records}, base / "results"
 
 
@@ -131,7 +161,11 @@ EXPECTED_A = {
     "fake_print": (7, "ok", {"categorical_kl": "wrong value"}),
     "policy_import": (0, "policy", {"bits_per_dim": "imports `os`"}),
     # cross_entropy forbids rel_entr too, and could call categorical_kl: both are flagged
-    "policy_reference": (5, "policy", {"categorical_kl": "scipy.special.rel_entr", "cross_entropy": "rel_entr"}),
+    "policy_reference": (
+        5,
+        "policy",
+        {"categorical_kl": "scipy.special.rel_entr", "cross_entropy": "rel_entr"},
+    ),
     "invalid_json": (0, "invalid-notebook", {"categorical_kl": "not valid JSON"}),
     "not_a_notebook": (0, "invalid-notebook", {"categorical_kl": "not a Jupyter notebook"}),
     "empty": (0, "invalid-notebook", {"categorical_kl": "empty"}),
@@ -163,7 +197,7 @@ def test_results_folder_holds_csv_json_and_feedback(run_a):
     assert "appears 2 times; the last one was graded" in " ".join(records["duplicated_last_good"]["notes"])
 
 
-ATTACK = '''
+ATTACK = """
 import os
 from pathlib import Path
 fake = '{"student": "x", "total": 10, "max": 10, "status": "ok", "tasks": {}}'
@@ -184,7 +218,7 @@ for root in roots:
             (target / "mallory.json").write_text(fake)
         except OSError:
             pass
-'''
+"""
 
 
 @pytest.mark.slow
@@ -201,21 +235,38 @@ def test_process_exits_timeouts_and_results_folder_attack(tmp_path):
     first = grade_folder(exercise_set, subs, out, workers=2, limits=LIMITS, log=lambda *a: None)
     assert first[0]["total"] == 10
     kl = source_of(source, "answer_categorical_kl")
-    write_variants(subs, {
-        "os_exit": with_answer("answer_categorical_kl", kl + "\nimport os\nos._exit(0)\n", copy.deepcopy(source)),
-        "sys_exit": with_answer("answer_categorical_kl", kl + "\nimport sys\nsys.exit()\n", copy.deepcopy(source)),
-        "uncatchable_loop": with_answer("answer_categorical_kl", kl + "\nwhile True:\n    try:\n        while True:\n"
-                                        "            pass\n    except BaseException:\n        pass\n", copy.deepcopy(source)),
-        "attacker": with_answer("answer_categorical_kl", WRONG_KL + ATTACK, copy.deepcopy(source)),
-    })
+    write_variants(
+        subs,
+        {
+            "os_exit": with_answer(
+                "answer_categorical_kl", kl + "\nimport os\nos._exit(0)\n", copy.deepcopy(source)
+            ),
+            "sys_exit": with_answer(
+                "answer_categorical_kl", kl + "\nimport sys\nsys.exit()\n", copy.deepcopy(source)
+            ),
+            "uncatchable_loop": with_answer(
+                "answer_categorical_kl",
+                kl + "\nwhile True:\n    try:\n        while True:\n"
+                "            pass\n    except BaseException:\n        pass\n",
+                copy.deepcopy(source),
+            ),
+            "attacker": with_answer("answer_categorical_kl", WRONG_KL + ATTACK, copy.deepcopy(source)),
+        },
+    )
     logs = []
-    records = {r["student"]: r for r in grade_folder(exercise_set, subs, out, workers=2, limits=LIMITS, log=logs.append)}
+    records = {
+        r["student"]: r
+        for r in grade_folder(exercise_set, subs, out, workers=2, limits=LIMITS, log=logs.append)
+    }
     assert "1 already graded, 4 to grade" in logs[0]  # rerun skips the graded student
     assert records["os_exit"]["total"] == 10 and "exit" in " ".join(records["os_exit"]["notes"])
     assert records["sys_exit"]["total"] == 10 and records["sys_exit"]["status"] == "error"
     assert records["uncatchable_loop"]["status"] == "timeout" and records["uncatchable_loop"]["total"] == 0
     assert "timed out after 10 s" in records["uncatchable_loop"]["tasks"]["categorical_kl"]["reason"]
     assert records["attacker"]["total"] == 7
+    # the attack did reach the results folder, and the grader undid it from its own records
+    assert any("correct.json changed during grading; rewritten" in line for line in logs), logs
+    assert "mallory" not in (out / "grades.csv").read_text()
     rows = {r["student"]: r for r in csv.DictReader((out / "grades.csv").open())}
     assert set(rows) == {"correct", "os_exit", "sys_exit", "uncatchable_loop", "attacker"}
     assert rows["attacker"]["total"] == "7" and rows["uncatchable_loop"]["total"] == "0"
@@ -233,12 +284,31 @@ def test_zip_input_rerun_skip_and_force(tmp_path, capsys):
         z.writestr("export/bob/my work.ipynb", EXERCISE.read_text())
         z.writestr("export/carol/notes.txt", "no notebook here")
     out = tmp_path / "results"
-    args = ["grade", "00", str(archive), "--out", str(out), "--solutions", str(ROOT / "solutions"),
-            "--workers", "2", "--timeout", "20", "--memory-mb", "1500"]
+    args = [
+        "grade",
+        "00",
+        str(archive),
+        "--out",
+        str(out),
+        "--solutions",
+        str(ROOT / "solutions"),
+        "--workers",
+        "2",
+        "--timeout",
+        "20",
+        "--memory-mb",
+        "1500",
+    ]
     assert course_main(args) == 0
     rows = {r["student"]: r for r in csv.DictReader((out / "grades.csv").open())}
-    assert (rows["alice"]["total"], rows["bob"]["total"], rows["carol"]["status"]) == ("10", "0", "invalid-notebook")
-    assert "no .ipynb file" in json.loads((out / "carol.json").read_text())["tasks"]["categorical_kl"]["reason"]
+    assert (rows["alice"]["total"], rows["bob"]["total"], rows["carol"]["status"]) == (
+        "10",
+        "0",
+        "invalid-notebook",
+    )
+    assert (
+        "no .ipynb file" in json.loads((out / "carol.json").read_text())["tasks"]["categorical_kl"]["reason"]
+    )
     capsys.readouterr()
     assert course_main(args) == 0
     assert "3 already graded, 0 to grade" in capsys.readouterr().out
@@ -246,10 +316,13 @@ def test_zip_input_rerun_skip_and_force(tmp_path, capsys):
     assert "0 already graded, 3 to grade" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("name, data, message", [
-    ("../evil.ipynb", "{}", "unsafe path"),
-    ("/abs/evil.ipynb", "{}", "unsafe path"),
-])
+@pytest.mark.parametrize(
+    "name, data, message",
+    [
+        ("../evil.ipynb", "{}", "unsafe path"),
+        ("/abs/evil.ipynb", "{}", "unsafe path"),
+    ],
+)
 def test_unsafe_zip_is_refused(tmp_path, name, data, message):
     archive = tmp_path / "bad.zip"
     with zipfile.ZipFile(archive, "w") as z:
@@ -261,6 +334,7 @@ def test_unsafe_zip_is_refused(tmp_path, name, data, message):
 
 def test_zip_bomb_and_symlink_are_refused(tmp_path, monkeypatch):
     from course_lib.assignments import submissions
+
     bomb = tmp_path / "bomb.zip"
     with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as z:
         z.writestr("a/x.ipynb", "0" * 5_000_000)  # compresses to a few kB

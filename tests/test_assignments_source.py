@@ -1,4 +1,5 @@
 """Exercise generation from solutions/, the markers, hidden checks as data, and the policy check."""
+
 import json
 from pathlib import Path
 
@@ -8,7 +9,13 @@ import pytest
 
 from course_lib.__main__ import main as course_main
 from course_lib.assignments.checks import grade_check, parse_checks
-from course_lib.assignments.markers import MarkerError, hidden_region, strip_hidden, strip_magics, strip_solution
+from course_lib.assignments.markers import (
+    MarkerError,
+    hidden_region,
+    strip_hidden,
+    strip_magics,
+    strip_solution,
+)
 from course_lib.assignments.policy import check_policy
 from course_lib.assignments.source import find_sets, load_set, make_exercise_text
 
@@ -20,8 +27,9 @@ def test_exercises_are_up_to_date(source):
     """exercises/NN_*.ipynb must be byte-identical to what make-exercises writes now."""
     target = ROOT / "exercises" / source.name
     assert target.exists(), f"{target} is missing: run `python -m course_lib make-exercises`"
-    assert target.read_text(encoding="utf-8") == make_exercise_text(load_set(source)), \
+    assert target.read_text(encoding="utf-8") == make_exercise_text(load_set(source)), (
         f"{target} is out of date with {source}: run `python -m course_lib make-exercises`"
+    )
 
 
 def test_make_exercises_check_flag(tmp_path, capsys):
@@ -30,52 +38,75 @@ def test_make_exercises_check_flag(tmp_path, capsys):
     assert course_main(args) == 0
     assert course_main(args + ["--check"]) == 0
     first = (tmp_path / "00_introduction.ipynb").read_bytes()
-    assert course_main(args) == 0 and (tmp_path / "00_introduction.ipynb").read_bytes() == first  # deterministic
+    assert (
+        course_main(args) == 0 and (tmp_path / "00_introduction.ipynb").read_bytes() == first
+    )  # deterministic
 
 
 def test_exercise_00_has_no_solutions_hidden_tests_or_outputs():
     nb = nbformat.read(ROOT / "exercises" / "00_introduction.ipynb", as_version=4)
     nbformat.validate(nb)
     text = json.dumps(nb)
-    for secret in ("BEGIN SOLUTION", "HIDDEN TESTS", "grade_check", "np.log(p) - np.log(q)", "random_dirichlet"):
+    for secret in (
+        "BEGIN SOLUTION",
+        "HIDDEN TESTS",
+        "grade_check",
+        "np.log(p) - np.log(q)",
+        "random_dirichlet",
+    ):
         assert secret not in text
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(not c.outputs and c.execution_count is None for c in code)
     answers = [c for c in code if c.metadata["nbgrader"]["solution"]]
     assert len(answers) == 4 and all("raise NotImplementedError()" in c.source for c in answers)
-    points = {c.metadata["nbgrader"]["grade_id"]: c.metadata["nbgrader"]["points"] for c in code
-              if c.metadata["nbgrader"]["grade"]}
+    points = {
+        c.metadata["nbgrader"]["grade_id"]: c.metadata["nbgrader"]["points"]
+        for c in code
+        if c.metadata["nbgrader"]["grade"]
+    }
     assert points == {"categorical_mle": 2, "categorical_kl": 3, "cross_entropy": 2, "bits_per_dim": 3}
 
 
 def test_strip_solution_keeps_indentation_and_markdown_stub():
     src = "def f(x):\n    ### BEGIN SOLUTION\n    return 2 * x\n    ### END SOLUTION\n\ny = 1"
     assert strip_solution(src) == "def f(x):\n    # YOUR CODE HERE\n    raise NotImplementedError()\n\ny = 1"
-    assert strip_solution("Why?\n### BEGIN SOLUTION\nBecause.\n### END SOLUTION", "markdown") == "Why?\nYOUR ANSWER HERE"
+    assert (
+        strip_solution("Why?\n### BEGIN SOLUTION\nBecause.\n### END SOLUTION", "markdown")
+        == "Why?\nYOUR ANSWER HERE"
+    )
 
 
-@pytest.mark.parametrize("bad", ["### BEGIN SOLUTION\nx = 1", "x = 1\n### END SOLUTION",
-                                 "### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "### BEGIN SOLUTION\nx = 1",
+        "x = 1\n### END SOLUTION",
+        "### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION",
+    ],
+)
 def test_unbalanced_markers_are_errors(bad):
     with pytest.raises(MarkerError, match="line"):
         strip_solution(bad, where="cell t")
 
 
 def test_hidden_region_and_strip_hidden():
-    src = "assert f(1) == 2\n### BEGIN HIDDEN TESTS\n    grade_check(f, cases=[dict(x=3)])\n### END HIDDEN TESTS\n"
+    hidden = "### BEGIN HIDDEN TESTS\n    grade_check(f, cases=[dict(x=3)])\n### END HIDDEN TESTS"
+    src = "assert f(1) == 2\n" + hidden
     assert strip_hidden(src) == "assert f(1) == 2"
     assert hidden_region(src) == "grade_check(f, cases=[dict(x=3)])"
 
 
 def test_magics_become_pass():
-    assert strip_magics("%matplotlib inline\nx = 1\n  !ls") == (
-        "pass  # IPython line magic removed by the grader\nx = 1\n  pass  # IPython line magic removed by the grader")
+    removed = "pass  # IPython line magic removed by the grader"
+    assert strip_magics("%matplotlib inline\nx = 1\n  !ls") == f"{removed}\nx = 1\n  {removed}"
 
 
 def test_parse_checks_reads_data_and_matches_the_notebook_call():
-    code = ("from course_lib.assignments import grade_check, random_dirichlet, as_tensor\n"
-            "grade_check(f, cases=[dict(p=[0.5, 0.5], n=3), dict(p=random_dirichlet([1.0] * 3, size=2, seed=4),"
-            " n=-1, t=as_tensor([1, 2]))], rtol=1e-3, forbid=['scipy.special.rel_entr'])")
+    code = (
+        "from course_lib.assignments import grade_check, random_dirichlet, as_tensor\n"
+        "grade_check(f, cases=[dict(p=[0.5, 0.5], n=3), dict(p=random_dirichlet([1.0] * 3, size=2, seed=4),"
+        " n=-1, t=as_tensor([1, 2]))], rtol=1e-3, forbid=['scipy.special.rel_entr'])"
+    )
     (check,) = parse_checks(code, "cell t")
     assert check.function == "f" and check.rtol == 1e-3 and check.forbid == ["scipy.special.rel_entr"]
     assert check.cases[0]["n"] == 3 and check.cases[0]["p"].dtype == np.float64
@@ -86,8 +117,15 @@ def test_parse_checks_reads_data_and_matches_the_notebook_call():
     assert outputs[0][0] == 3.0
 
 
-@pytest.mark.parametrize("code", ["import os\nos.system('echo hi')", "grade_check(f, cases=[dict(x=open('/etc/passwd'))])",
-                                  "grade_check(f, cases=[])", "grade_check(f, cases=[dict(x=1)], tolerance=2)"])
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import os\nos.system('echo hi')",
+        "grade_check(f, cases=[dict(x=open('/etc/passwd'))])",
+        "grade_check(f, cases=[])",
+        "grade_check(f, cases=[dict(x=1)], tolerance=2)",
+    ],
+)
 def test_parse_checks_rejects_anything_but_data(code):
     with pytest.raises(ValueError):
         parse_checks(code, "cell t")
@@ -98,11 +136,17 @@ def test_policy_resolves_aliases_and_flags_per_task():
     allowed = ["numpy", "course_lib.distributions"]
     ok = check_policy({"a": "import numpy as np\ndef kl(m, v):\n    return np.sum(m)"}, allowed, forbid)
     assert ok == {}
-    aliased = check_policy({"a": "from course_lib import distributions as D\ndef kl(m):\n    return D.gaussian_kl(m)"},
-                           allowed + ["course_lib"], forbid)
+    aliased = check_policy(
+        {"a": "from course_lib import distributions as D\ndef kl(m):\n    return D.gaussian_kl(m)"},
+        allowed + ["course_lib"],
+        forbid,
+    )
     assert list(aliased) == ["kl"] and "gaussian_kl" in aliased["kl"][0]
-    imported = check_policy({"a": "from course_lib.distributions import gaussian_kl as g\ndef kl(m):\n    return g(m)"},
-                            allowed, forbid)
+    imported = check_policy(
+        {"a": "from course_lib.distributions import gaussian_kl as g\ndef kl(m):\n    return g(m)"},
+        allowed,
+        forbid,
+    )
     assert list(imported) == ["kl"]
     everything = check_policy({"a": "import subprocess", "b": "x = eval('1')"}, allowed, forbid)
     assert set(everything) == {"kl", "other"} and any("subprocess" in r for r in everything["other"])
@@ -114,9 +158,14 @@ def test_policy_resolves_aliases_and_flags_per_task():
 def test_solution_00_runs_top_to_bottom_in_a_kernel(monkeypatch):
     """The source notebook itself executes cleanly (visible checks and hidden grade_check calls)."""
     import nbclient
+
     monkeypatch.setenv("COURSE_FAST", "1")
     nb = nbformat.read(ROOT / "solutions" / "00_introduction.ipynb", as_version=4)
-    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    nbclient.NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
+    ).execute()
     printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert printed.count("visible checks passed") == 4
-    assert not any(o.get("output_type") == "error" for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert not any(
+        o.get("output_type") == "error" for c in nb.cells if c.cell_type == "code" for o in c.outputs
+    )

@@ -10,8 +10,23 @@
 
 See ``docs/grading.md`` for the instructor's guide and the security model.
 """
-from course_lib.assignments.checks import (array, as_tensor, grade_check, random_dirichlet, random_integers,
-                                           random_normal, random_uniform)
 
-__all__ = ["grade_check", "array", "as_tensor", "random_uniform", "random_normal", "random_integers",
-           "random_dirichlet"]
+from course_lib.assignments.checks import (
+    array,
+    as_tensor,
+    grade_check,
+    random_dirichlet,
+    random_integers,
+    random_normal,
+    random_uniform,
+)
+
+__all__ = [
+    "grade_check",
+    "array",
+    "as_tensor",
+    "random_uniform",
+    "random_normal",
+    "random_integers",
+    "random_dirichlet",
+]

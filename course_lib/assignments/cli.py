@@ -1,4 +1,5 @@
-"""``python -m course_lib make-exercises [--check]`` and ``python -m course_lib grade NN SUBMISSIONS --out RESULTS``."""
+"""The commands ``make-exercises [--check]`` and ``grade NN SUBMISSIONS --out RESULTS``."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,24 +16,49 @@ def _default_dir(name: str) -> Path:
 
 
 def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--solutions", type=Path, default=None, help="folder of NN_*.ipynb sources (default: solutions/)")
+    parser.add_argument(
+        "--solutions", type=Path, default=None, help="folder of NN_*.ipynb sources (default: solutions/)"
+    )
     if name == "make-exercises":
-        parser.add_argument("--exercises", type=Path, default=None, help="output folder (default: exercises/)")
-        parser.add_argument("--check", action="store_true",
-                            help="write nothing; exit 1 if a file in exercises/ differs from what would be written")
+        parser.add_argument(
+            "--exercises", type=Path, default=None, help="output folder (default: exercises/)"
+        )
+        parser.add_argument(
+            "--check",
+            action="store_true",
+            help="write nothing; exit 1 if a file in exercises/ differs from what would be written",
+        )
         return
     parser.add_argument("set", help="exercise set number or name, e.g. 00")
-    parser.add_argument("submissions", type=Path, help="folder (one .ipynb or one sub-folder per student) or .zip")
-    parser.add_argument("--out", type=Path, required=True, help="results folder (grades.csv, <student>.json/.feedback.md)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="parallel submissions (default: all cores)")
+    parser.add_argument(
+        "submissions", type=Path, help="folder (one .ipynb or one sub-folder per student) or .zip"
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="results folder (grades.csv, <student>.json/.feedback.md)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count(), help="parallel submissions (default: all cores)"
+    )
     parser.add_argument("--force", action="store_true", help="regrade students that already have a result")
     defaults = Limits()
-    parser.add_argument("--cell-timeout", type=float, default=defaults.cell_timeout,
-                        help="seconds per cell and per graded function (default %(default)s)")
-    parser.add_argument("--timeout", type=float, default=defaults.timeout,
-                        help="seconds per submission, wall clock (default %(default)s)")
-    parser.add_argument("--memory-mb", type=int, default=defaults.memory_mb,
-                        help="address-space limit per submission in MB; torch needs ~1000 (default %(default)s)")
+    parser.add_argument(
+        "--cell-timeout",
+        type=float,
+        default=defaults.cell_timeout,
+        help="seconds per cell and per graded function (default %(default)s)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=defaults.timeout,
+        help="seconds per submission, wall clock (default %(default)s)",
+    )
+    parser.add_argument(
+        "--memory-mb",
+        type=int,
+        default=defaults.memory_mb,
+        help="address-space limit per submission in MB; torch needs ~1000 (default %(default)s)",
+    )
 
 
 def run(name: str, args: argparse.Namespace) -> int:
@@ -61,11 +87,15 @@ def run(name: str, args: argparse.Namespace) -> int:
 
     exercise_set = load_set(find_set(args.set, solutions))
     limits = Limits(cell_timeout=args.cell_timeout, timeout=args.timeout, memory_mb=args.memory_mb)
-    records = grade_folder(exercise_set, args.submissions, args.out, workers=args.workers, limits=limits,
-                           force=args.force)
+    records = grade_folder(
+        exercise_set, args.submissions, args.out, workers=args.workers, limits=limits, force=args.force
+    )
     counts = {}
     for record in records:
         counts[record["status"]] = counts.get(record["status"], 0) + 1
-    print(f"graded {len(records)} submission(s): " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-          + f"; see {args.out / 'grades.csv'}")
+    print(
+        f"graded {len(records)} submission(s): "
+        + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        + f"; see {args.out / 'grades.csv'}"
+    )
     return 0

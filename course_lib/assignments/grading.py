@@ -15,6 +15,7 @@ child prints or reports is only used as explanatory text in the feedback.
 
 Status of a student, first that applies: invalid-notebook, policy, timeout, memory, error, ok.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -54,12 +55,17 @@ def reference_outputs(exercise_set: ExerciseSet, limits: Limits) -> list[dict]:
         answers = {c.grade_id: c.source for c in exercise_set.cells if c.kind == "answer"}
         result = run_job(rebuild(exercise_set, answers), _calls(exercise_set), limits)
         problems = [f"cell {cid}: {r['message']}" for cid, r in result.cells.items() if r["status"] != "ok"]
-        problems += [f"{fn}: {result.calls.get(str(i), {}).get('message', 'no output')}"
-                     for i, ((fn, _), out) in enumerate(zip(_calls(exercise_set), result.outputs)) if out is None
-                     or result.calls.get(str(i), {}).get("status") != "ok"]
+        problems += [
+            f"{fn}: {result.calls.get(str(i), {}).get('message', 'no output')}"
+            for i, ((fn, _), out) in enumerate(zip(_calls(exercise_set), result.outputs, strict=True))
+            if out is None or result.calls.get(str(i), {}).get("status") != "ok"
+        ]
         if problems or result.timed_out:
-            raise RuntimeError(f"the solution {exercise_set.path} does not pass its own checks in the sandbox: "
-                               + ("; ".join(problems) or "timed out") + f"\n{result.log_tail}")
+            raise RuntimeError(
+                f"the solution {exercise_set.path} does not pass its own checks in the sandbox: "
+                + ("; ".join(problems) or "timed out")
+                + f"\n{result.log_tail}"
+            )
         _REFERENCE_CACHE[exercise_set.sha256] = result.outputs
     return _REFERENCE_CACHE[exercise_set.sha256]
 
@@ -82,22 +88,29 @@ def compare(got: dict | None, ref: dict, n_cases: int, rtol: float, atol: float)
                 return f"{where}: returned shape {a.shape}, expected {b.shape}"
             a, b = a.astype(np.float64), b.astype(np.float64)
             if (np.isnan(a) & ~np.isnan(b)).any():
-                return f"{where}: returned NaN at {int((np.isnan(a) & ~np.isnan(b)).sum())} of {a.size} entries " \
-                       "where the expected value is a number"
+                return (
+                    f"{where}: returned NaN at {int((np.isnan(a) & ~np.isnan(b)).sum())} of {a.size} entries "
+                    "where the expected value is a number"
+                )
             if (np.isinf(a) != np.isinf(b)).any():
                 return f"{where}: infinite where a finite value is expected, or the other way round"
             close = np.isclose(a, b, rtol=rtol, atol=atol, equal_nan=True)
             if not close.all():
                 error = np.nan_to_num(np.abs(a - b), nan=np.inf)[~close].max()
-                return (f"{where}: wrong value at {int((~close).sum())} of {a.size} entries (largest error "
-                        f"{error:.3g}; tolerance rtol={rtol:g}, atol={atol:g})")
+                return (
+                    f"{where}: wrong value at {int((~close).sum())} of {a.size} entries (largest error "
+                    f"{error:.3g}; tolerance rtol={rtol:g}, atol={atol:g})"
+                )
     return None
 
 
 def _crash_reason(result: RunResult, limits: Limits) -> tuple[str, str] | None:
     """(status, reason) when the child did not finish normally."""
     if result.timed_out:
-        return "timeout", f"the notebook timed out after {limits.timeout:g} s (limit for the whole submission)"
+        return (
+            "timeout",
+            f"the notebook timed out after {limits.timeout:g} s (limit for the whole submission)",
+        )
     code = result.returncode
     if code in (0, None):
         return None
@@ -106,21 +119,34 @@ def _crash_reason(result: RunResult, limits: Limits) -> tuple[str, str] | None:
         if -code == signal.SIGXCPU:
             return "timeout", f"the notebook used more than {limits.timeout:g} s of CPU time"
         if -code in (signal.SIGKILL, signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT):
-            return "memory", f"the grading process was killed by {name} (most often: the memory limit of " \
-                             f"{limits.memory_mb} MB)"
+            return (
+                "memory",
+                f"the grading process was killed by {name} (most often: the memory limit of "
+                f"{limits.memory_mb} MB)",
+            )
         return "error", f"the grading process was killed by {name}"
     return "error", f"the grading process ended early with exit code {code}"
 
 
-def grade_submission(exercise_set: ExerciseSet, sub: Submission, reference: list[dict], limits: Limits) -> dict:
+def grade_submission(
+    exercise_set: ExerciseSet, sub: Submission, reference: list[dict], limits: Limits
+) -> dict:
     """The result record of one student (what goes to ``<student>.json``)."""
     t0 = time.perf_counter()
-    record = {"student": sub.student, "set": exercise_set.name, "source_sha256": exercise_set.sha256,
-              "submission": str(sub.path) if sub.path else None,
-              "submission_sha256": file_sha256(sub.path) if sub.path else None,
-              "max": exercise_set.max_points, "notes": [], "timings": {}}
-    tasks = {t.grade_id: {"points": 0.0, "max": t.points, "result": "missing", "reason": ""}
-             for t in exercise_set.tasks}
+    record = {
+        "student": sub.student,
+        "set": exercise_set.name,
+        "source_sha256": exercise_set.sha256,
+        "submission": str(sub.path) if sub.path else None,
+        "submission_sha256": file_sha256(sub.path) if sub.path else None,
+        "max": exercise_set.max_points,
+        "notes": [],
+        "timings": {},
+    }
+    tasks = {
+        t.grade_id: {"points": 0.0, "max": t.points, "result": "missing", "reason": ""}
+        for t in exercise_set.tasks
+    }
     record["tasks"] = tasks
     try:
         if sub.path is None:
@@ -132,10 +158,18 @@ def grade_submission(exercise_set: ExerciseSet, sub: Submission, reference: list
         return _finish(record, "invalid-notebook")
 
     answers, record["notes"] = answer_sources(cells, exercise_set.answer_ids)
-    flagged = check_policy(answers, exercise_set.allowed_imports,
-                           {t.grade_id: [n for c in t.checks for n in c.forbid] for t in exercise_set.tasks})
+    flagged = check_policy(
+        answers,
+        exercise_set.allowed_imports,
+        {t.grade_id: [n for c in t.checks for n in c.forbid] for t in exercise_set.tasks},
+    )
     job_cells = rebuild(exercise_set, answers)
     record["timings"]["rebuild_s"] = time.perf_counter() - t0
+    if len(flagged) == len(tasks):  # nothing could earn a point: do not run the code at all
+        for task_id, task in tasks.items():
+            task["result"], task["reason"] = "policy", "policy: " + "; ".join(flagged[task_id])
+        record["notes"].append("every task broke the policy, so the notebook was not run")
+        return _finish(record, "policy")
 
     result = run_job(job_cells, _calls(exercise_set), limits)
     record["timings"]["child_s"], record["timings"]["start_s"] = result.wall_s, result.start_s
@@ -147,8 +181,9 @@ def grade_submission(exercise_set: ExerciseSet, sub: Submission, reference: list
         entry, problem, status = tasks[task.grade_id], None, "pass"
         for check in task.checks:
             reported = result.calls.get(str(call_index), {})
-            mismatch = compare(result.outputs[call_index], reference[call_index], len(check.cases),
-                               check.rtol, check.atol)
+            mismatch = compare(
+                result.outputs[call_index], reference[call_index], len(check.cases), check.rtol, check.atol
+            )
             call_index += 1
             if mismatch and problem is None:
                 problem, status = mismatch, "fail"
@@ -161,8 +196,11 @@ def grade_submission(exercise_set: ExerciseSet, sub: Submission, reference: list
             status, problem = "missing", f"answer cell {missing[0]} not found in the submission"
         if task.grade_id in flagged:
             status, problem = "policy", "policy: " + "; ".join(flagged[task.grade_id])
-        hints = [f"answer cell {gid} raised {result.cells[gid]['message']}" for gid in task.answer_ids
-                 if result.cells.get(gid, {}).get("status", "ok") != "ok"]
+        hints = [
+            f"answer cell {gid} raised {result.cells[gid]['message']}"
+            for gid in task.answer_ids
+            if result.cells.get(gid, {}).get("status", "ok") != "ok"
+        ]
         if status == "fail" and result.cells.get(task.grade_id, {}).get("status", "ok") != "ok":
             hints.append(f"the visible checks of this cell failed: {result.cells[task.grade_id]['message']}")
         entry["result"] = status
@@ -171,7 +209,9 @@ def grade_submission(exercise_set: ExerciseSet, sub: Submission, reference: list
         statuses.add({"fail": "ok", "pass": "ok", "missing": "error"}.get(status, status))
     for gid in exercise_set.answer_ids:  # the functions may still work; the run was not clean
         if result.cells.get(gid, {}).get("status", "ok") != "ok":
-            statuses.add(result.cells[gid]["status"] if result.cells[gid]["status"] in STATUS_ORDER else "error")
+            statuses.add(
+                result.cells[gid]["status"] if result.cells[gid]["status"] in STATUS_ORDER else "error"
+            )
             record["notes"].append(f"answer cell {gid} raised {result.cells[gid]['message']}")
     if crash:
         statuses.add(crash[0])

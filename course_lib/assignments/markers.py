@@ -18,6 +18,7 @@ may end with a region the students never see::
 ``strip_hidden`` deletes it (markers included); ``hidden_region`` returns what is inside.
 A marker that is not closed, closed twice or nested is an error naming the line, never a guess.
 """
+
 from __future__ import annotations
 
 import re
@@ -39,7 +40,9 @@ def _regions(source: str, begin: str, end: str, where: str) -> list[tuple[int, i
         text = line.strip()
         if text == begin:
             if start is not None:
-                raise MarkerError(f"{where}, line {i + 1}: '{begin}' inside an open region (line {start + 1})")
+                raise MarkerError(
+                    f"{where}, line {i + 1}: '{begin}' inside an open region (line {start + 1})"
+                )
             start = i
         elif text == end:
             if start is None:
@@ -82,7 +85,7 @@ def hidden_region(source: str, where: str = "cell") -> str:
     lines = source.splitlines()
     body = []
     for begin, end in _regions(source, BEGIN_HIDDEN, END_HIDDEN, where):
-        body += lines[begin + 1:end]
+        body += lines[begin + 1 : end]
     indent = min((len(x) - len(x.lstrip()) for x in body if x.strip()), default=0)
     return "\n".join(x[indent:] for x in body)
 

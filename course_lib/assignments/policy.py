@@ -12,6 +12,7 @@ Rules, each reported with the line it was found on:
 
 A cell that does not parse is skipped here: it fails when it runs, and that is reported there.
 """
+
 from __future__ import annotations
 
 import ast
@@ -34,7 +35,9 @@ def _dotted(node: ast.AST, aliases: dict[str, str]) -> str | None:
     return ".".join([aliases.get(node.id, node.id)] + parts[::-1])
 
 
-def check_policy(answers: dict[str, str], allowed: list[str], forbid: dict[str, list[str]]) -> dict[str, list[str]]:
+def check_policy(
+    answers: dict[str, str], allowed: list[str], forbid: dict[str, list[str]]
+) -> dict[str, list[str]]:
     """Reasons per task: ``answers`` maps answer grade_id -> code, ``forbid`` maps task -> dotted names.
 
     Returns {task: [reason, ...]} for flagged tasks only.
@@ -53,16 +56,20 @@ def check_policy(answers: dict[str, str], allowed: list[str], forbid: dict[str, 
                 for a in node.names:
                     aliases[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
                     if not _allowed(a.name, allowed):
-                        everywhere.append(f"{where}: imports `{a.name}`, which is not allowed in this set "
-                                          f"(allowed: {', '.join(allowed)})")
+                        everywhere.append(
+                            f"{where}: imports `{a.name}`, which is not allowed in this set "
+                            f"(allowed: {', '.join(allowed)})"
+                        )
             elif isinstance(node, ast.ImportFrom):
                 module = "." * node.level + (node.module or "")
                 for a in node.names:
                     full = f"{module}.{a.name}"
                     aliases[a.asname or a.name] = full
                     if node.level or not (_allowed(module, allowed) or _allowed(full, allowed)):
-                        everywhere.append(f"{where}: imports `{full}`, which is not allowed in this set "
-                                          f"(allowed: {', '.join(allowed)})")
+                        everywhere.append(
+                            f"{where}: imports `{full}`, which is not allowed in this set "
+                            f"(allowed: {', '.join(allowed)})"
+                        )
             elif isinstance(node, ast.Name) and node.id in DYNAMIC:
                 everywhere.append(f"{where}: uses `{node.id}` (dynamic code is not allowed in answers)")
     flagged = {}
@@ -77,8 +84,10 @@ def check_policy(answers: dict[str, str], allowed: list[str], forbid: dict[str, 
                 else:
                     continue
                 for hit in (n for n in names for d in used if d and (d == n or d.startswith(n + "."))):
-                    reasons.append(f"answer cell {gid}, line {node.lineno}: uses `{hit}`, the reference "
-                                   "implementation this task asks you to write yourself")
+                    reasons.append(
+                        f"answer cell {gid}, line {node.lineno}: uses `{hit}`, the reference "
+                        "implementation this task asks you to write yourself"
+                    )
         if reasons:
             flagged[task] = sorted(set(reasons))
     return flagged

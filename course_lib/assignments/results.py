@@ -11,6 +11,7 @@ Files in RESULTS (all written by this process only, each atomically: temp file +
 A rerun skips a student whose JSON exists for the same source and the same submission bytes,
 unless ``force``; so an interrupted run loses nothing.
 """
+
 from __future__ import annotations
 
 import csv
@@ -48,8 +49,11 @@ def _previous(out: Path, sub: Submission, exercise_set: ExerciseSet) -> dict | N
     except (OSError, ValueError):
         return None
     current = file_sha256(sub.path) if sub.path else None
-    if record.get("source_sha256") == exercise_set.sha256 and record.get("submission_sha256") == current \
-            and record.get("student") == sub.student:
+    if (
+        record.get("source_sha256") == exercise_set.sha256
+        and record.get("submission_sha256") == current
+        and record.get("student") == sub.student
+    ):
         return record
     return None
 
@@ -59,23 +63,47 @@ def grades_csv(records: list[dict], exercise_set: ExerciseSet) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["student"] + [t.grade_id for t in exercise_set.tasks] + ["total", "max", "status"])
     for r in sorted(records, key=lambda r: r["student"]):
-        writer.writerow([r["student"]] + [f"{r['tasks'][t.grade_id]['points']:g}" for t in exercise_set.tasks]
-                        + [f"{r['total']:g}", f"{r['max']:g}", r["status"]])
+        writer.writerow(
+            [r["student"]]
+            + [f"{r['tasks'][t.grade_id]['points']:g}" for t in exercise_set.tasks]
+            + [f"{r['total']:g}", f"{r['max']:g}", r["status"]]
+        )
     return buffer.getvalue()
 
 
 def _internal_error(sub: Submission, exercise_set: ExerciseSet, exc: BaseException) -> dict:
     """A record for a bug in the grader itself: the run goes on, the instructor sees the traceback."""
-    tasks = {t.grade_id: {"points": 0.0, "max": t.points, "result": "error", "reason": "internal grader error"}
-             for t in exercise_set.tasks}
-    return {"student": sub.student, "set": exercise_set.name, "source_sha256": exercise_set.sha256,
-            "submission": str(sub.path), "submission_sha256": None, "max": exercise_set.max_points,
-            "tasks": tasks, "total": 0.0, "status": "error", "timings": {},
-            "notes": ["internal grader error (please report it): " + "".join(traceback.format_exception(exc))[-800:]]}
+    tasks = {
+        t.grade_id: {"points": 0.0, "max": t.points, "result": "error", "reason": "internal grader error"}
+        for t in exercise_set.tasks
+    }
+    return {
+        "student": sub.student,
+        "set": exercise_set.name,
+        "source_sha256": exercise_set.sha256,
+        "submission": str(sub.path),
+        "submission_sha256": None,
+        "max": exercise_set.max_points,
+        "tasks": tasks,
+        "total": 0.0,
+        "status": "error",
+        "timings": {},
+        "notes": [
+            "internal grader error (please report it): " + "".join(traceback.format_exception(exc))[-800:]
+        ],
+    }
 
 
-def grade_folder(exercise_set: ExerciseSet, submissions: Path, out: Path, *, workers: int | None = None,
-                 limits: Limits | None = None, force: bool = False, log=print) -> list[dict]:
+def grade_folder(
+    exercise_set: ExerciseSet,
+    submissions: Path,
+    out: Path,
+    *,
+    workers: int | None = None,
+    limits: Limits | None = None,
+    force: bool = False,
+    log=print,
+) -> list[dict]:
     """Grade every submission in ``submissions`` (folder or .zip) into ``out``; return the records."""
     limits = limits or Limits()
     order = [t.grade_id for t in exercise_set.tasks]
@@ -84,7 +112,10 @@ def grade_folder(exercise_set: ExerciseSet, submissions: Path, out: Path, *, wor
         subs = open_submissions(Path(submissions), exercise_set.name, Path(unpacked) / "zip")
         done = {} if force else {s.student: r for s in subs if (r := _previous(out, s, exercise_set))}
         todo = [s for s in subs if s.student not in done]
-        log(f"{len(subs)} submission(s) of {exercise_set.name}: {len(done)} already graded, {len(todo)} to grade")
+        log(
+            f"{len(subs)} submission(s) of {exercise_set.name}: {len(done)} already graded, "
+            f"{len(todo)} to grade"
+        )
         reference = reference_outputs(exercise_set, limits) if todo else []
         records = dict(done)
         with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
@@ -102,7 +133,10 @@ def grade_folder(exercise_set: ExerciseSet, submissions: Path, out: Path, *, wor
                 records[sub.student] = record
                 log(f"  {sub.student}: {record['total']:g}/{record['max']:g} {record['status']}")
     for student, record in records.items():  # undo anything a submission wrote into the results folder
-        for name, text in ((f"{student}.json", _record_text(record)), (f"{student}.feedback.md", render(record, order))):
+        for name, text in (
+            (f"{student}.json", _record_text(record)),
+            (f"{student}.feedback.md", render(record, order)),
+        ):
             path = out / name
             try:
                 same = path.read_text(encoding="utf-8") == text

@@ -13,6 +13,7 @@ Nothing here decides a grade: the parent compares the arrays with the reference 
 status as untrusted text. This file imports only the standard library and NumPy (torch only
 when an input is a tensor), so a child starts in a fraction of a second.
 """
+
 import importlib.util
 import json
 import os
@@ -32,10 +33,14 @@ class CellTimeout(BaseException):
 
 
 def set_limits(limits: dict) -> None:
-    mb = 2 ** 20
-    for name, value in (("RLIMIT_AS", limits["memory_mb"] * mb), ("RLIMIT_CPU", limits["cpu_s"]),
-                        ("RLIMIT_NPROC", limits["nproc"]), ("RLIMIT_FSIZE", limits["fsize_mb"] * mb),
-                        ("RLIMIT_CORE", 0)):
+    mb = 2**20
+    for name, value in (
+        ("RLIMIT_AS", limits["memory_mb"] * mb),
+        ("RLIMIT_CPU", limits["cpu_s"]),
+        ("RLIMIT_NPROC", limits["nproc"]),
+        ("RLIMIT_FSIZE", limits["fsize_mb"] * mb),
+        ("RLIMIT_CORE", 0),
+    ):
         soft, hard = resource.getrlimit(getattr(resource, name))
         value = int(value) if hard == resource.RLIM_INFINITY else min(int(value), hard)
         resource.setrlimit(getattr(resource, name), (value, value if name != "RLIMIT_CPU" else hard))
@@ -59,7 +64,10 @@ def main(job_path: str) -> None:
     job = json.load(open(job_path))
     set_limits(job["limits"])
     import numpy as np  # after the limits, so they also cover NumPy's own allocations
-    spec = importlib.util.spec_from_file_location("grade_checks", os.path.join(os.path.dirname(__file__), "checks.py"))
+
+    spec = importlib.util.spec_from_file_location(
+        "grade_checks", os.path.join(os.path.dirname(__file__), "checks.py")
+    )
     checks = sys.modules["grade_checks"] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(checks)
     savez, dumps, replace, real_exit = np.savez, json.dumps, os.replace, os._exit  # before student code runs
@@ -81,6 +89,7 @@ def main(job_path: str) -> None:
     signal.signal(signal.SIGALRM, alarm)
     os._exit = refuse_exit
     import posix
+
     posix._exit = refuse_exit
     random.seed(job["seed"])
     np.random.seed(job["seed"])
@@ -117,6 +126,7 @@ def main(job_path: str) -> None:
                         value = value.item()
                     elif spec["kind"] == "tensor":
                         import torch
+
                         value = torch.from_numpy(value)
                     kwargs[name] = value
                 for j, out in enumerate(checks.to_numpy_outputs(function(**kwargs))):

@@ -11,6 +11,7 @@ The parent's side of the sandbox:
 * back come ``status.json`` (untrusted text, size-capped) and ``out_<i>.npz`` files read with
   ``allow_pickle=False`` after checking they are regular files of bounded size.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,6 +40,7 @@ MAX_OUTPUT_BYTES = 64 << 20
 @dataclass
 class Limits:
     """Per-submission limits. ``memory_mb`` is address space: ``import torch`` alone needs ~1 GB."""
+
     cell_timeout: float = 30.0  # seconds per cell and per graded function (all its hidden cases)
     timeout: float = 120.0  # seconds for the whole submission (wall clock), enforced by the parent
     memory_mb: int = 4096
@@ -73,10 +75,22 @@ def _user_tasks() -> int:
 
 
 def _environment(scratch: str) -> dict:
-    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": scratch, "TMPDIR": scratch, "LANG": "C.UTF-8",
-            "PYTHONPATH": str(REPO_ROOT), "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
-            "COURSE_FAST": "1", "COURSE_DEVICE": "cpu", "CUDA_VISIBLE_DEVICES": "", "MPLBACKEND": "Agg",
-            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": scratch,
+        "TMPDIR": scratch,
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": str(REPO_ROOT),
+        "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "COURSE_FAST": "1",
+        "COURSE_DEVICE": "cpu",
+        "CUDA_VISIBLE_DEVICES": "",
+        "MPLBACKEND": "Agg",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+    }
 
 
 def _read_regular(path: str, cap: int) -> bytes | None:
@@ -99,6 +113,7 @@ def _read_outputs(path: str) -> dict | None:
         return None
     try:
         import io
+
         with zipfile.ZipFile(io.BytesIO(raw)) as z:
             if sum(i.file_size for i in z.infolist()) > MAX_OUTPUT_BYTES:
                 return None
@@ -119,18 +134,25 @@ def _read_status(path: str) -> dict:
 
     def clean(entries):
         out = {}
-        for key, value in (entries.items() if isinstance(entries, dict) else []):
+        for key, value in entries.items() if isinstance(entries, dict) else []:
             if isinstance(value, dict):
-                out[str(key)] = {"status": str(value.get("status", "error"))[:20],
-                                 "message": str(value.get("message", ""))[:500]}
+                out[str(key)] = {
+                    "status": str(value.get("status", "error"))[:20],
+                    "message": str(value.get("message", ""))[:500],
+                }
         return out
 
     ready = status.get("t_ready")
-    return {"cells": clean(status.get("cells")), "calls": clean(status.get("calls")),
-            "t_ready": ready if isinstance(ready, float) else None}
+    return {
+        "cells": clean(status.get("cells")),
+        "calls": clean(status.get("calls")),
+        "t_ready": ready if isinstance(ready, float) else None,
+    }
 
 
-def run_job(cells: list[dict], calls: list[tuple[str, list[dict]]], limits: Limits, seed: int = 0) -> RunResult:
+def run_job(
+    cells: list[dict], calls: list[tuple[str, list[dict]]], limits: Limits, seed: int = 0
+) -> RunResult:
     """Run ``cells`` ({"id", "source"}) then each call (function name, list of keyword-argument cases).
 
     Case values are Python scalars, NumPy arrays or ``TensorInput``s (see ``checks``).
@@ -144,24 +166,45 @@ def run_job(cells: list[dict], calls: list[tuple[str, list[dict]]], limits: Limi
                 spec = {}
                 for name, value in case.items():
                     key = f"i{i}_c{c}_{name}"
-                    kind = "tensor" if isinstance(value, TensorInput) else "array" if isinstance(value, np.ndarray) \
+                    kind = (
+                        "tensor"
+                        if isinstance(value, TensorInput)
+                        else "array"
+                        if isinstance(value, np.ndarray)
                         else "scalar"
+                    )
                     arrays[key] = value.array if kind == "tensor" else np.asarray(value)
                     spec[name] = {"kind": kind, "key": key}
                 specs.append(spec)
             manifest.append({"function": function, "cases": specs})
         np.savez(os.path.join(scratch, "inputs.npz"), **arrays)
         nproc = _user_tasks() + limits.nproc_extra
-        job = {"cells": cells, "calls": manifest, "cell_timeout": limits.cell_timeout, "seed": seed,
-               "limits": {"memory_mb": limits.memory_mb, "cpu_s": int(limits.timeout) + 5, "nproc": nproc,
-                          "fsize_mb": limits.fsize_mb}}
+        job = {
+            "cells": cells,
+            "calls": manifest,
+            "cell_timeout": limits.cell_timeout,
+            "seed": seed,
+            "limits": {
+                "memory_mb": limits.memory_mb,
+                "cpu_s": int(limits.timeout) + 5,
+                "nproc": nproc,
+                "fsize_mb": limits.fsize_mb,
+            },
+        }
         with open(os.path.join(scratch, "job.json"), "w") as f:
             json.dump(job, f)
         t0 = time.time()
         with open(os.path.join(scratch, "output.log"), "wb") as log:
-            proc = subprocess.Popen([sys.executable, "-s", "-B", str(RUNNER), "job.json"], cwd=scratch,
-                                    env=_environment(scratch), stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+            proc = subprocess.Popen(
+                [sys.executable, "-s", "-B", str(RUNNER), "job.json"],
+                cwd=scratch,
+                env=_environment(scratch),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+            )
         timed_out = False
         try:
             proc.wait(timeout=limits.timeout)
@@ -178,7 +221,15 @@ def run_job(cells: list[dict], calls: list[tuple[str, list[dict]]], limits: Limi
         outputs = [_read_outputs(os.path.join(scratch, f"out_{i}.npz")) for i in range(len(calls))]
         log_tail = (_read_regular(os.path.join(scratch, "output.log"), 1 << 30) or b"")[-2000:]
         start = status["t_ready"] - t0 if status["t_ready"] and 0 <= status["t_ready"] - t0 <= wall else None
-        return RunResult(status["cells"], status["calls"], outputs, proc.returncode, timed_out, wall, start,
-                         log_tail.decode("utf-8", "replace"))
+        return RunResult(
+            status["cells"],
+            status["calls"],
+            outputs,
+            proc.returncode,
+            timed_out,
+            wall,
+            start,
+            log_tail.decode("utf-8", "replace"),
+        )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -11,6 +11,7 @@ locked, schema_version}``:
 Notebook metadata ``course.allowed_imports`` lists the modules an answer may import (default
 ``DEFAULT_ALLOWED_IMPORTS``). ``make_exercise_text`` is deterministic: same source, same bytes.
 """
+
 from __future__ import annotations
 
 import ast
@@ -22,11 +23,28 @@ from pathlib import Path
 import nbformat
 
 from course_lib.assignments.checks import Check, parse_checks
-from course_lib.assignments.markers import (BEGIN_SOLUTION, CODE_STUB, MARKDOWN_STUB, has_marker, hidden_region,
-                                            strip_hidden, strip_solution)
+from course_lib.assignments.markers import (
+    BEGIN_SOLUTION,
+    CODE_STUB,
+    MARKDOWN_STUB,
+    has_marker,
+    hidden_region,
+    strip_hidden,
+    strip_solution,
+)
 
-DEFAULT_ALLOWED_IMPORTS = ["numpy", "math", "torch", "scipy.special", "functools", "itertools", "collections",
-                           "typing", "dataclasses", "__future__"]
+DEFAULT_ALLOWED_IMPORTS = [
+    "numpy",
+    "math",
+    "torch",
+    "scipy.special",
+    "functools",
+    "itertools",
+    "collections",
+    "typing",
+    "dataclasses",
+    "__future__",
+]
 SET_NAME = re.compile(r"^(\d\d)_[A-Za-z0-9_]+\.ipynb$")
 
 
@@ -40,6 +58,7 @@ class SourceCell:
 @dataclass
 class Task:
     """A graded test cell: its points are earned when every hidden check matches the reference."""
+
     grade_id: str
     points: float
     checks: list[Check]
@@ -88,7 +107,9 @@ def load_set(path: str | Path) -> ExerciseSet:
             cells.append(SourceCell("markdown", cell.source, gid))
         elif meta.get("solution"):
             if meta.get("grade"):
-                raise ValueError(f"{where}: a cell is either an answer (solution) or a test (grade), not both")
+                raise ValueError(
+                    f"{where}: a cell is either an answer (solution) or a test (grade), not both"
+                )
             cells.append(SourceCell("answer", cell.source, gid))
             for stmt in ast.parse(cell.source).body:
                 if isinstance(stmt, ast.FunctionDef):
@@ -97,8 +118,10 @@ def load_set(path: str | Path) -> ExerciseSet:
             checks = parse_checks(hidden_region(cell.source, where), where)
             points = float(meta.get("points", 0))
             if points > 0 and not checks:
-                raise ValueError(f"{where}: {points:g} points but no grade_check(...) in a hidden-tests region; "
-                                 "visible assertions alone are not graded")
+                raise ValueError(
+                    f"{where}: {points:g} points but no grade_check(...) in a hidden-tests region; "
+                    "visible assertions alone are not graded"
+                )
             cells.append(SourceCell("test", strip_hidden(cell.source, where), gid))
             if checks:
                 tasks.append(Task(gid, points, checks, []))
@@ -107,8 +130,10 @@ def load_set(path: str | Path) -> ExerciseSet:
     for task in tasks:
         for check in task.checks:
             if check.function not in defined_in:
-                raise ValueError(f"{path.name}, test cell {task.grade_id}: grade_check names {check.function!r}, "
-                                 "which no answer cell defines with `def`")
+                raise ValueError(
+                    f"{path.name}, test cell {task.grade_id}: grade_check names {check.function!r}, "
+                    "which no answer cell defines with `def`"
+                )
             if defined_in[check.function] not in task.answer_ids:
                 task.answer_ids.append(defined_in[check.function])
     allowed = nb.metadata.get("course", {}).get("allowed_imports", DEFAULT_ALLOWED_IMPORTS)
@@ -132,7 +157,9 @@ def make_exercise_text(exercise_set: ExerciseSet) -> str:
                 source = "\n".join(CODE_STUB if cell.cell_type == "code" else MARKDOWN_STUB)
         if meta.get("grade"):
             source = strip_hidden(source, where)
-        new = (nbformat.v4.new_code_cell if cell.cell_type == "code" else nbformat.v4.new_markdown_cell)(source)
+        new = (nbformat.v4.new_code_cell if cell.cell_type == "code" else nbformat.v4.new_markdown_cell)(
+            source
+        )
         new.id = cell.get("id") or f"cell-{index}"
         new.metadata = {"nbgrader": dict(meta)} if meta else {}
         out.cells.append(new)

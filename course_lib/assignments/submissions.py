@@ -15,6 +15,7 @@ A submitted notebook is read as JSON with a size cap; only answer cells matched 
 nbgrader ``grade_id`` are used. If an answer cell appears several times the LAST one counts
 (the one further down is the one the student ran last in a top-to-bottom run).
 """
+
 from __future__ import annotations
 
 import json
@@ -62,17 +63,29 @@ def extract_zip(zip_path: Path, dest: Path) -> Path:
     with archive:
         infos = archive.infolist()
         if len(infos) > MAX_FILES:
-            raise SystemExit(f"error: {zip_path} has {len(infos)} entries (limit {MAX_FILES}); unzip it yourself")
+            raise SystemExit(
+                f"error: {zip_path} has {len(infos)} entries (limit {MAX_FILES}); unzip it yourself"
+            )
         total = sum(i.file_size for i in infos)
         if total > MAX_ZIP_BYTES:
-            raise SystemExit(f"error: {zip_path} expands to {total / 2**30:.1f} GiB (limit "
-                             f"{MAX_ZIP_BYTES / 2**30:.0f} GiB): refusing a possible zip bomb")
+            raise SystemExit(
+                f"error: {zip_path} expands to {total / 2**30:.1f} GiB (limit "
+                f"{MAX_ZIP_BYTES / 2**30:.0f} GiB): refusing a possible zip bomb"
+            )
         for info in infos:
             parts = Path(info.filename).parts
-            if info.filename.startswith(("/", "\\")) or ".." in parts or re.match(r"^[A-Za-z]:", info.filename):
-                raise SystemExit(f"error: {zip_path} contains the unsafe path {info.filename!r}; refusing to extract")
+            if (
+                info.filename.startswith(("/", "\\"))
+                or ".." in parts
+                or re.match(r"^[A-Za-z]:", info.filename)
+            ):
+                raise SystemExit(
+                    f"error: {zip_path} contains the unsafe path {info.filename!r}; refusing to extract"
+                )
             if stat.S_ISLNK(info.external_attr >> 16):
-                raise SystemExit(f"error: {zip_path} contains a symbolic link {info.filename!r}; refusing to extract")
+                raise SystemExit(
+                    f"error: {zip_path} contains a symbolic link {info.filename!r}; refusing to extract"
+                )
         written = 0
         for info in infos:
             target = dest / info.filename
@@ -84,7 +97,9 @@ def extract_zip(zip_path: Path, dest: Path) -> Path:
                 while chunk := src.read(1 << 20):  # count real bytes too: headers can lie
                     written += len(chunk)
                     if written > MAX_ZIP_BYTES:
-                        raise SystemExit(f"error: {zip_path} expands past {MAX_ZIP_BYTES >> 30} GiB: refusing")
+                        raise SystemExit(
+                            f"error: {zip_path} expands past {MAX_ZIP_BYTES >> 30} GiB: refusing"
+                        )
                     dst.write(chunk)
     entries = [p for p in dest.iterdir() if p.name not in IGNORED]
     if len(entries) == 1 and entries[0].is_dir():
@@ -93,8 +108,11 @@ def extract_zip(zip_path: Path, dest: Path) -> Path:
 
 
 def _notebooks_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*.ipynb")
-                  if p.is_file() and not p.is_symlink() and not set(p.relative_to(folder).parts) & IGNORED)
+    return sorted(
+        p
+        for p in folder.rglob("*.ipynb")
+        if p.is_file() and not p.is_symlink() and not set(p.relative_to(folder).parts) & IGNORED
+    )
 
 
 def discover(folder: Path, set_name: str) -> list[Submission]:
@@ -110,15 +128,23 @@ def discover(folder: Path, set_name: str) -> list[Submission]:
             notebooks = _notebooks_in(entry)
             if len(notebooks) > 1:
                 number = set_name.split("_")[0]
-                notebooks = [p for p in notebooks if set_name in p.stem or p.stem.startswith(number)] or notebooks
+                notebooks = [
+                    p for p in notebooks if set_name in p.stem or p.stem.startswith(number)
+                ] or notebooks
             if len(notebooks) == 1:
                 found.append(Submission(name, notebooks[0]))
             elif not notebooks:
                 found.append(Submission(name, None, f"no .ipynb file in the folder {entry.name}/"))
             else:
                 names = ", ".join(str(p.relative_to(entry)) for p in notebooks)
-                found.append(Submission(name, None, f"several notebooks in {entry.name}/ ({names}); keep one, "
-                                                    f"or name it after the set ({set_name}.ipynb)"))
+                found.append(
+                    Submission(
+                        name,
+                        None,
+                        f"several notebooks in {entry.name}/ ({names}); keep one, "
+                        f"or name it after the set ({set_name}.ipynb)",
+                    )
+                )
     return sorted(found, key=lambda s: s.student)
 
 
@@ -128,17 +154,22 @@ def read_cells(path: Path) -> list[dict]:
     if size == 0:
         raise InvalidNotebook("the file is empty")
     if size > MAX_NOTEBOOK_BYTES:
-        raise InvalidNotebook(f"the file is {size / 2**20:.0f} MB, over the {MAX_NOTEBOOK_BYTES >> 20} MB limit "
-                              "(clear the outputs and save again)")
+        raise InvalidNotebook(
+            f"the file is {size / 2**20:.0f} MB, over the {MAX_NOTEBOOK_BYTES >> 20} MB limit "
+            "(clear the outputs and save again)"
+        )
     try:
         nb = json.loads(path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise InvalidNotebook(f"the file is not valid JSON ({str(exc)[:120]}); "
-                              "was it saved from Jupyter as .ipynb?") from None
+        raise InvalidNotebook(
+            f"the file is not valid JSON ({str(exc)[:120]}); was it saved from Jupyter as .ipynb?"
+        ) from None
     if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
         version = nb.get("nbformat") if isinstance(nb, dict) else None
-        raise InvalidNotebook("the file is JSON but not a Jupyter notebook (no list of cells)"
-                              + (f"; nbformat {version} is too old, open and save it in Jupyter" if version else ""))
+        raise InvalidNotebook(
+            "the file is JSON but not a Jupyter notebook (no list of cells)"
+            + (f"; nbformat {version} is too old, open and save it in Jupyter" if version else "")
+        )
     cells = []
     for cell in nb["cells"]:
         if not isinstance(cell, dict):
@@ -149,8 +180,13 @@ def read_cells(path: Path) -> list[dict]:
         meta = cell.get("metadata")
         nbgrader = meta.get("nbgrader") if isinstance(meta, dict) else None
         grade_id = nbgrader.get("grade_id") if isinstance(nbgrader, dict) else None
-        cells.append({"cell_type": str(cell.get("cell_type")), "source": source if isinstance(source, str) else "",
-                      "grade_id": grade_id if isinstance(grade_id, str) else None})
+        cells.append(
+            {
+                "cell_type": str(cell.get("cell_type")),
+                "source": source if isinstance(source, str) else "",
+                "grade_id": grade_id if isinstance(grade_id, str) else None,
+            }
+        )
     return cells
 
 
@@ -161,7 +197,9 @@ def answer_sources(cells: list[dict], answer_ids: list[str]) -> tuple[dict[str, 
         if cell["cell_type"] == "code" and cell["grade_id"] in answer_ids:
             answers[cell["grade_id"]] = cell["source"]
             counts[cell["grade_id"]] = counts.get(cell["grade_id"], 0) + 1
-    notes = [f"answer cell {gid} appears {n} times; the last one was graded" for gid, n in counts.items() if n > 1]
+    notes = [
+        f"answer cell {gid} appears {n} times; the last one was graded" for gid, n in counts.items() if n > 1
+    ]
     return answers, notes
 
 
