@@ -1,8 +1,10 @@
 """CIFAR-10 loader on small batches written here in the genuine python-pickle format."""
 from __future__ import annotations
 
+import io
 import os
 import pickle
+import struct
 import tarfile
 
 import numpy as np
@@ -21,6 +23,32 @@ def offline(monkeypatch, tmp_path):
     return tmp_path / "data"
 
 
+class Py2Pickler(pickle._Pickler):
+    """Writes a pickle as Python 2's cPickle wrote the real CIFAR-10 batches: every str as BINSTRING
+    (so it loads back as bytes) and numpy's globals under their numpy 1 name ``numpy.core``."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def save_py2_str(self, obj):
+        data = obj if isinstance(obj, bytes) else obj.encode("latin1")
+        self.write(pickle.BINSTRING + struct.pack("<i", len(data)) + data)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_py2_str
+    dispatch[str] = save_py2_str
+
+    def save_global(self, obj, name=None):
+        module = obj.__module__.replace("numpy._core", "numpy.core")
+        self.write(pickle.GLOBAL + f"{module}\n{name or obj.__name__}\n".encode())
+        self.memoize(obj)
+
+
+def py2_dumps(obj) -> bytes:
+    buffer = io.BytesIO()
+    Py2Pickler(buffer, protocol=2).dump(obj)
+    return buffer.getvalue()
+
+
 def make_batch(n: int, seed: int) -> dict:
     """A batch as in cifar-10-python.tar.gz: bytes keys, data uint8 [n, 3072] (R, G, B planes)."""
     rng = np.random.default_rng(seed)
@@ -37,12 +65,15 @@ def cifar_folder(offline):
     batches = {}
     for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
         batches[name] = make_batch(7 + i, seed=i)
-        (folder / name).write_bytes(pickle.dumps(batches[name], protocol=2))
+        # the training batches as Python 2 wrote them, the test batch as Python 3 would: both must load
+        dumps = py2_dumps if name.startswith("data_batch") else lambda b: pickle.dumps(b, protocol=2)
+        (folder / name).write_bytes(dumps(batches[name]))
     return folder, batches
 
 
 def test_train_concatenates_the_five_batches_in_channel_order(cifar_folder):
-    _, batches = cifar_folder
+    folder, batches = cifar_folder
+    assert b"numpy.core.multiarray\n_reconstruct" in (folder / "data_batch_1").read_bytes()
     data = load_dataset("cifar10", "train")
     assert data.x.shape == (7 + 8 + 9 + 10 + 11, 3, 32, 32) and data.x.dtype == torch.uint8
     assert data.y.dtype == torch.int64 and data.classes[0] == "airplane" and data.classes[9] == "truck"
