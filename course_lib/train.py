@@ -15,6 +15,21 @@ Example (a DDPM on MNIST, data already in the model's input range [-1, 1])::
     plot_history(result.history)            # from course_lib.plotting
     samples = result.ema.sample(16)
 
+A GAN does its own step (two optimizers); pass them so that checkpoints hold both::
+
+    def gan_step(gan, x, step):                  # x: one batch
+        opt_d.zero_grad()
+        d_loss = gan.d_loss(x)
+        d_loss.backward()
+        opt_d.step()
+        opt_g.zero_grad()
+        g_loss = gan.g_loss(len(x))
+        g_loss.backward()
+        opt_g.step()
+        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach()}  # tensors: no GPU sync
+
+    fit(gan, x, steps=5000, step_fn=gan_step, optimizer={"G": opt_g, "D": opt_d})
+
 What one step does (lecture notation: theta are the weights, eta the learning rate)::
 
     terms = model.loss(x, y)                   # under bf16 autocast on CUDA

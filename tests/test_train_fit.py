@@ -203,9 +203,10 @@ def test_sampling_does_not_change_training():
     assert torch.equal(m1.net[0].weight, m2.net[0].weight)
 
 
-def test_step_fn_drives_the_optimisation():
+def test_step_fn_drives_the_optimisation(tmp_path):
     model = Quadratic(scale=1.0)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    unused = torch.optim.Adam([nn.Parameter(torch.zeros(1))])  # stands in for a second player's optimizer
     calls = []
 
     def step_fn(m, batch, step):
@@ -216,9 +217,11 @@ def test_step_fn_drives_the_optimisation():
         opt.step()
         return {"loss": loss.item(), "half": 0.5}
 
-    result = fit(model, torch.zeros(10, 1), steps=4, batch_size=5, step_fn=step_fn, optimizer=opt,
-                 log_every=2, device="cpu", progress=False)
+    result = fit(model, torch.zeros(10, 1), steps=4, batch_size=5, step_fn=step_fn,
+                 optimizer={"G": opt, "D": unused}, checkpoint_path=tmp_path / "gan.pt", log_every=2,
+                 device="cpu", progress=False)
     assert calls == [(1, 5), (2, 5), (3, 5), (4, 5)]
+    assert set(load_checkpoint(tmp_path / "gan.pt")["optimizer"]) == {"G", "D"}
     assert result.history["half"] == [0.5, 0.5] and "grad_norm" not in result.history
     torch.testing.assert_close(model.w.detach(), torch.tensor([3.0, -4.0]) * 0.8**4)  # w <- w - 0.1 * 2w
 
