@@ -72,7 +72,7 @@ def read_batch(data: bytes, where: str | Path) -> tuple[np.ndarray, np.ndarray]:
         got = f"{getattr(pixels, 'dtype', type(pixels).__name__)} {getattr(pixels, 'shape', '')}"
         raise DataFileError(where, f"b'data' must be uint8 [N, 3072], got {got}", _FIX)
     n = pixels.shape[0]
-    if labels.shape != (n,) or labels.size and (labels.min() < 0 or labels.max() > 9):
+    if labels.shape != (n,) or labels.dtype.kind not in "iu" or n and (labels.min() < 0 or labels.max() > 9):
         raise DataFileError(where, f"b'labels' must be {n} integers in 0..9, got shape {labels.shape}", _FIX)
     return pixels.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
