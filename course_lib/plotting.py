@@ -124,12 +124,15 @@ def plot_history(history: dict, keys: Sequence[str] | None = None, smooth: float
                  axes=None):
     """One panel per term of ``fit``'s history (or eval_history), against ``history["step"]``.
 
+    ``history`` may also be the result of ``fit`` itself (its ``.history`` is used).
+
     ``smooth`` in [0, 1) draws an exponential moving average over the raw curve (raw in a
     faint line); ``log`` puts the y-axis on a log scale (terms with values <= 0 stay linear).
     Returns the Figure.
     """
     import matplotlib.pyplot as plt
 
+    history = getattr(history, "history", history)
     if "step" not in history:
         raise ValueError("history has no 'step' list; pass fit(...).history or .eval_history")
     keys = list(keys) if keys is not None else [k for k in history if k != "step"]

@@ -79,10 +79,12 @@ class NonFiniteLossError(FloatingPointError):
 
 @dataclass
 class FitResult:
-    history: dict[str, list]  # term -> values (mean over log_every steps), plus "step"
-    eval_history: dict[str, list]  # eval_fn's terms -> values, plus "step"
-    samples: list  # (step, tensor on the CPU) from each sample call
-    ema: torch.nn.Module | None  # EMA copy of the model (eval mode), or None
+    """What ``fit`` returns (its repr stays one line: the lists are left out)."""
+
+    history: dict[str, list] = field(repr=False)  # term -> values (mean over log_every steps), plus "step"
+    eval_history: dict[str, list] = field(repr=False)  # eval_fn's terms -> values, plus "step"
+    samples: list = field(repr=False)  # (step, tensor on the CPU) from each sample call
+    ema: torch.nn.Module | None = field(repr=False)  # EMA copy of the model (eval mode), or None
     step: int = 0  # optimizer updates done, counting those before a resume
     wall_time: float = 0.0  # seconds this call of fit took
     steps_per_s: float = 0.0  # training steps per second, not counting eval/sample/checkpoints

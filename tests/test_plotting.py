@@ -88,6 +88,13 @@ def test_plot_history_panels_and_smoothing():
     # Debiased EMA by hand: s = (0, 0.5, 0.25, 0.625) / (0.5, 0.75, 0.875, 0.9375).
     np.testing.assert_allclose(smoothed.get_ydata(), [0, 0.5 / 0.75, 0.25 / 0.875, 0.625 / 0.9375])
     assert len(plot_history(history, keys=["loss"]).axes) == 1
+
+    class Result:  # what fit returns: plot_history takes it directly
+        pass
+
+    result = Result()
+    result.history = history
+    assert len(plot_history(result).axes) == 2
     with pytest.raises(ValueError, match="no term"):
         plot_history(history, keys=["elbo"])
 

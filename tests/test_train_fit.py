@@ -192,6 +192,7 @@ def test_history_eval_and_samples():
     assert torch.equal(result.samples[0][1], result.samples[1][1])
     assert model.seen_y is not None and model.seen_y.shape == (8,)
     assert result.ema is None and result.step == 12 and result.steps_per_s > 0 and result.wall_time > 0
+    assert repr(result).startswith("FitResult(step=12, wall_time=") and "history" not in repr(result)
 
 
 def test_sampling_does_not_change_training():
