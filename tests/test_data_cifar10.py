@@ -121,7 +121,8 @@ def test_restricted_unpickler_refuses_code(cifar_folder, tmp_path):
     (lambda b: pickle.dumps({b"data": np.zeros((3, 3072), np.uint8), b"labels": [0, 1]}),
      "b'labels' must be 3"),
     (lambda b: pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": [10]}), "in 0..9"),
-    (lambda b: pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": ["cat"]}), "integers in 0..9"),
+    (lambda b: pickle.dumps({b"data": np.zeros((1, 3072), np.uint8), b"labels": ["cat"]}),
+     "integers in 0..9"),
     (lambda b: pickle.dumps([1, 2, 3]), "expected a dict"),
 ])
 def test_damaged_batch_raises_named_error(cifar_folder, damage, message):

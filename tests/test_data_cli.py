@@ -97,4 +97,4 @@ def test_list_prints_the_table_kept_in_docs(capsys):
     assert code == 0 and out.strip() == describe()
     assert "| fashion_mnist | 1x28x28 uint8 | 60,000 / 10,000 |" in out
     docs = Path(__file__).resolve().parents[1] / "docs" / "data.md"
-    assert describe() in docs.read_text(), "docs/data.md is out of date: paste `python -m course_lib data --list`"
+    assert describe() in docs.read_text(), "docs/data.md is stale: paste `python -m course_lib data --list`"
