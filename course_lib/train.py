@@ -266,7 +266,6 @@ def fit(
             pending.append((step, _as_scalars(terms, step, device)))
             result.step = step
 
-            t0 = time.perf_counter()
             if step % log_every == 0 or step == steps:
                 means = _flush(pending, result.checkpoint_path, last_saved)
                 for name, value in means.items():
@@ -274,22 +273,27 @@ def fit(
                 result.history["step"].append(step)
                 bar.set_postfix(loss=f"{means.get('loss', next(iter(means.values()))):.4g}", refresh=False)
                 pending = []
-            if eval_fn is not None and eval_every and (step % eval_every == 0 or step == steps):
-                values = run_quietly(eval_fn)
-                values = values if isinstance(values, dict) else {"eval": values}
-                for name, value in values.items():
-                    result.eval_history.setdefault(name, []).append(float(value))
-                result.eval_history["step"].append(step)
-            if sample_every and (step % sample_every == 0 or step == steps):
-                images = run_quietly(sample_fn or (lambda net: net.sample(16)))
-                result.samples.append((step, images.detach().float().cpu()))
-            if result.checkpoint_path is not None and (
-                (checkpoint_every and step % checkpoint_every == 0) or step == steps
-            ):
-                save(step)
+            evaluate = eval_fn is not None and _due(step, eval_every, steps)
+            draw = _due(step, sample_every, steps)
+            save_now = checkpoint_path is not None and (step == steps or _due(step, checkpoint_every, steps))
+            if evaluate or draw or save_now:  # timed apart: steps_per_s counts training only
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)  # queued training kernels are not overhead
+                t0 = time.perf_counter()
+                if evaluate:
+                    values = run_quietly(eval_fn)
+                    values = values if isinstance(values, dict) else {"eval": values}
+                    for name, value in values.items():
+                        result.eval_history.setdefault(name, []).append(float(value))
+                    result.eval_history["step"].append(step)
+                if draw:
+                    images = run_quietly(sample_fn or (lambda net: net.sample(16)))
+                    result.samples.append((step, images.detach().float().cpu()))
+                if save_now:
+                    save(step)
+                t_other += time.perf_counter() - t0
             for cb in callbacks:
                 cb(result)
-            t_other += time.perf_counter() - t0
             bar.update(1)
     finally:
         bar.close()
@@ -298,6 +302,11 @@ def fit(
     result.wall_time = time.perf_counter() - t_start
     result.steps_per_s = (result.step - start_step) / max(result.wall_time - t_other, 1e-9)
     return result
+
+
+def _due(step: int, every: int | None, steps: int) -> bool:
+    """Every ``every`` steps and at the last step (never when ``every`` is None or 0)."""
+    return bool(every) and (step % every == 0 or step == steps)
 
 
 def _optimizer_step(model, loss_fn, optimizer, batch, has_labels, grad_clip, autocast) -> dict:
