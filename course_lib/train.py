@@ -10,7 +10,7 @@ Example (a DDPM on MNIST, data already in the model's input range [-1, 1])::
     from course_lib.data import load_dataset, to_signed
     from course_lib.train import fit
     x, y = load_dataset("mnist", "train")
-    result = fit(model, (to_signed(x), y), steps=2000, batch_size=128, lr=2e-4,
+    result = fit(model, to_signed(x), steps=2000, batch_size=128, lr=2e-4,   # (x, y) if conditional
                  ema_decay=0.999, sample_every=500, checkpoint_path="runs/ddpm.pt")
     plot_history(result.history)            # from course_lib.plotting
     samples = result.ema.sample(16)
