@@ -43,6 +43,17 @@ def test_make_exercises_check_flag(tmp_path, capsys):
     )  # deterministic
 
 
+def test_broken_source_gives_a_clear_error(tmp_path, capsys):
+    nb = json.loads((ROOT / "solutions" / "00_introduction.ipynb").read_text())
+    for cell in nb["cells"]:
+        if cell["metadata"].get("nbgrader", {}).get("grade_id") == "answer_categorical_kl":
+            cell["source"] = "def categorical_kl(p, q):\n    ### BEGIN SOLUTION\n    return 0\n"
+    (tmp_path / "00_broken.ipynb").write_text(json.dumps(nb))
+    args = ["make-exercises", "--solutions", str(tmp_path), "--exercises", str(tmp_path / "ex")]
+    assert course_main(args) == 2
+    assert "'### BEGIN SOLUTION' is never closed" in capsys.readouterr().out
+
+
 def test_exercise_00_has_no_solutions_hidden_tests_or_outputs():
     nb = nbformat.read(ROOT / "exercises" / "00_introduction.ipynb", as_version=4)
     nbformat.validate(nb)
@@ -151,6 +162,8 @@ def test_policy_resolves_aliases_and_flags_per_task():
     everything = check_policy({"a": "import subprocess", "b": "x = eval('1')"}, allowed, forbid)
     assert set(everything) == {"kl", "other"} and any("subprocess" in r for r in everything["other"])
     assert any("eval" in r for r in everything["other"])
+    escape = check_policy({"a": "x = ().__class__.__base__.__subclasses__()"}, allowed, forbid)
+    assert set(escape) == {"kl", "other"} and any("__subclasses__" in r for r in escape["kl"])
     assert check_policy({"a": "def broken(:"}, allowed, forbid) == {}  # reported when it runs instead
 
 

@@ -62,6 +62,15 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
 
 
 def run(name: str, args: argparse.Namespace) -> int:
+    """Errors in the source (markers, metadata, a solution that fails its own checks) end with a message."""
+    try:
+        return _run(name, args)
+    except (ValueError, RuntimeError) as exc:
+        print(f"error: {exc}")
+        return 2
+
+
+def _run(name: str, args: argparse.Namespace) -> int:
     from course_lib.assignments.source import find_set, find_sets, load_set, make_exercise_text
 
     solutions = args.solutions or _default_dir("solutions")
@@ -85,6 +94,8 @@ def run(name: str, args: argparse.Namespace) -> int:
 
     from course_lib.assignments.results import grade_folder
 
+    if not args.submissions.exists():
+        raise ValueError(f"{args.submissions} does not exist: give a folder of submissions or a .zip of one")
     exercise_set = load_set(find_set(args.set, solutions))
     limits = Limits(cell_timeout=args.cell_timeout, timeout=args.timeout, memory_mb=args.memory_mb)
     records = grade_folder(

@@ -4,7 +4,8 @@ Rules, each reported with the line it was found on:
 
 * an ``import`` of a module outside the set's allowed list (``course.allowed_imports`` in the
   source's metadata) -- every task is flagged, since an imported module can be used anywhere;
-* dynamic code (``__import__``, ``exec``, ``eval``, ``compile``, ``importlib``), which could hide
+* dynamic code (``exec``, ``eval``, ``compile``, ``__import__``, ``__builtins__``, ``globals()``) or
+  introspection that reaches them (``obj.__globals__``, ``__subclasses__``, ...), which could hide
   anything -- every task is flagged;
 * a name a task forbids (``grade_check(..., forbid=["course_lib.distributions.gaussian_kl"])``),
   resolved through import aliases (``from course_lib import distributions as D; D.gaussian_kl``)
@@ -17,7 +18,21 @@ from __future__ import annotations
 
 import ast
 
-DYNAMIC = {"__import__", "exec", "eval", "compile"}
+DYNAMIC = {"__import__", "exec", "eval", "compile", "__builtins__", "globals", "locals", "vars", "breakpoint"}
+INTROSPECTION = {
+    "__globals__",
+    "__subclasses__",
+    "__builtins__",
+    "__code__",
+    "__dict__",
+    "__class__",
+    "__bases__",
+    "__base__",
+    "__mro__",
+    "__getattribute__",
+    "__loader__",
+    "__spec__",
+}
 
 
 def _allowed(module: str, allowed: list[str]) -> bool:
@@ -72,6 +87,8 @@ def check_policy(
                         )
             elif isinstance(node, ast.Name) and node.id in DYNAMIC:
                 everywhere.append(f"{where}: uses `{node.id}` (dynamic code is not allowed in answers)")
+            elif isinstance(node, ast.Attribute) and node.attr in INTROSPECTION:
+                everywhere.append(f"{where}: uses `.{node.attr}` (introspection is not allowed in answers)")
     flagged = {}
     for task, names in forbid.items():
         reasons = list(everywhere)
