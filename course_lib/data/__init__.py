@@ -27,7 +27,7 @@ from course_lib.data.mnist import FASHION_CLASSES, FASHION_MNIST, MNIST, MNIST_C
 from course_lib.data.toy2d import TOY_SETS, sample_toy
 from course_lib.data.transforms import binarize, dequantize, quantize, to_signed, to_uint8, to_unit
 
-__all__ = ["load_dataset", "ImageSet", "DATASETS", "CLASSES", "describe", "data_dir", "batches",
+__all__ = ["load_dataset", "load_train_test", "ImageSet", "DATASETS", "CLASSES", "describe", "data_dir", "batches",
            "to_signed", "to_unit", "to_uint8", "dequantize", "binarize", "quantize",
            "DataFileError", "DataUnavailableError", "DataFallbackWarning"]
 
@@ -137,3 +137,29 @@ def load_dataset(name: str, split: str = "train", *, root=None, download: bool =
         data.x, data.y = _subsample(data.x, data.y, n, seed)
         data.source += f", random subset of {n} (seed {seed})"
     return data
+
+
+def load_train_test(name: str, *, holdout: int = 1000, **options) -> tuple[ImageSet, ImageSet]:
+    """``(train, test)`` of an image set, for notebooks that must also run offline.
+
+    The test split is loaded as usual. Only when it is unavailable (``DataUnavailableError``: no
+    files and no network, e.g. MNIST on an offline laptop) the last ``holdout`` training images
+    are held out as the test set instead -- removed from ``train``, so the two never overlap --
+    with a ``DataFallbackWarning`` and a ``source`` that says so. Other errors (a corrupt file)
+    are raised, never papered over.
+    """
+    import warnings
+
+    train = load_dataset(name, "train", **options)
+    try:
+        return train, load_dataset(name, "test", **options)
+    except DataUnavailableError as err:
+        if not 0 < holdout < len(train):
+            raise
+        warnings.warn(f"{name}: no test split here ({err}). Using the last {holdout} training images "
+                      "as a held-out test set instead.", DataFallbackWarning, stacklevel=2)
+        test = ImageSet(train.x[-holdout:], train.y[-holdout:], name, "test",
+                        f"held out from the training split ({train.source}), last {holdout}", train.classes)
+        train.x, train.y = train.x[:-holdout], train.y[:-holdout]
+        train.source += f", minus the last {holdout} held out as a test set"
+        return train, test
