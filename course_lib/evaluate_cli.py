@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -67,6 +68,8 @@ def _train(args) -> int:
         "command": "python -m course_lib train-classifier " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["train-classifier"]
         else "python -m course_lib train-classifier",
         "data": data_note,
+        "course_data": os.environ.get("COURSE_DATA"),
+        "model_selection": "none: the weights after the last epoch (test accuracy is only logged per epoch)",
         "test_set": f"{len(x_test)} genuine MNIST test images ({test.source})",
         "test_accuracy": test_acc,
         "epochs": args.epochs, "seed": args.seed,

@@ -1,0 +1,107 @@
+"""Run one benchmark suite and write a JSON record under ``benchmarks/results/``.
+
+    python -m benchmarks.run --suite fit            # full budget
+    python -m benchmarks.run --suite fit --fast     # seconds (CI); also COURSE_FAST=1
+
+A suite is a function ``suite(args, record) -> dict`` registered in ``SUITES``; it returns its
+fields (model, dataset, steps, wall time, steps/s, samples/s, bpd or FID/KID, ...) and ``run``
+adds what every record has: the machine, ``device_summary()``, the git commit, the date and the
+command. A later lecture adds its suite with ``SUITES["ddpm"] = "benchmarks.suite_ddpm:run"``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from course_lib.runtime import device_summary, get_device, is_fast
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+# suite name -> "module:function"; imported only when the suite runs.
+SUITES: dict[str, str] = {
+    "fit": "benchmarks.suite_fit:run",
+}
+
+DATASETS = ("mnist", "fashion_mnist")
+
+
+def git_commit() -> str | None:
+    """The checked-out commit (with ``+dirty`` if tracked files changed), or None outside git."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return sha + ("+dirty" if dirty else "")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def host_info() -> dict:
+    return {"cpu": _cpu_name(), "host_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
+    p.add_argument("--suite", required=True, choices=sorted(SUITES))
+    p.add_argument("--fast", action="store_true", help="tiny budget (also implied by COURSE_FAST=1)")
+    p.add_argument("--dataset", default="mnist", choices=DATASETS)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--steps", type=int, default=None, help="override the suite's number of steps")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    return p
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = build_parser().parse_args(argv)
+    args.fast = args.fast or is_fast()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.device = get_device(args.device)
+    module_name, func_name = SUITES[args.suite].split(":")
+    suite = getattr(importlib.import_module(module_name), func_name)
+    date = datetime.datetime.now(datetime.timezone.utc)
+    t0 = time.perf_counter()
+    fields = suite(args)
+    record = {
+        "suite": args.suite, "fast": args.fast, **fields,
+        "device": str(args.device), "device_summary": device_summary(args.device), **host_info(),
+        "git_commit": git_commit(), "date": date.isoformat(timespec="seconds"),
+        "command": "python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv),
+        "total_wall_time_s": time.perf_counter() - t0,
+    }
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    tag = "fast" if args.fast else "full"
+    path = args.out_dir / f"{args.suite}_{args.dataset}_{args.device.type}_{tag}_{date:%Y%m%dT%H%M%S}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(record, indent=2))
+    print(f"wrote {path}")
+    return path
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Suite ``fit``: steps/s of the training loop with on-device batching vs a ``DataLoader``.
+
+Three runs of the same model (re-initialised with the same seed), the same data, batch size,
+optimiser and number of steps, one after the other on the same machine:
+
+* ``fit``: ``course_lib.train.fit`` (on-device index-slice batching, as every lecture trains);
+* ``loop_batches``: a bare loop over ``course_lib.data.batches`` (the data path of ``fit`` alone);
+* ``loop_dataloader``: the same bare loop over ``DataLoader(TensorDataset(x), shuffle=True)``,
+  which indexes single samples and collates them, then moves each batch to the device.
+
+``loop_batches`` vs ``loop_dataloader`` isolates the data pipeline; ``fit`` vs ``loop_dataloader``
+is what a learner gains (or pays for logging, EMA, ...) by using the course's loop.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+
+class TinyAutoencoder(nn.Module):
+    """A small convolutional autoencoder with the course's model interface (``loss(x) -> dict``)."""
+
+    def __init__(self, channels: int = 1, width: int = 32):
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.Conv2d(channels, width, 3, 2, 1), nn.SiLU(),       # [N, w, 14, 14]
+            nn.Conv2d(width, 2 * width, 3, 2, 1), nn.SiLU())      # [N, 2w, 7, 7]
+        self.decoder = nn.Sequential(
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.SiLU(),  # [N, w, 14, 14]
+            nn.ConvTranspose2d(width, channels, 4, 2, 1))              # [N, C, 28, 28]
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict:
+        return {"loss": F.mse_loss(self.decoder(self.encoder(x)), x)}
+
+
+def _bare_loop(model: nn.Module, batch_iter, steps: int, lr: float, device: torch.device) -> float:
+    """Train for ``steps`` batches drawn from ``batch_iter()`` (restarted each epoch); return wall seconds."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    done = 0
+    _sync(device)
+    t0 = time.perf_counter()
+    while done < steps:
+        for xb in batch_iter():
+            xb = xb[0] if isinstance(xb, (list, tuple)) else xb
+            loss = model.loss(xb.to(device, non_blocking=True))["loss"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            done += 1
+            if done == steps:
+                break
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run(args) -> dict:
+    from course_lib.data import batches, load_dataset
+    from course_lib.train import fit
+
+    device = args.device
+    steps = args.steps or (30 if args.fast else 600)
+    batch_size, lr = 128, 1e-3
+    data = load_dataset(args.dataset, "train")
+    x_cpu = data.x.float() / 127.5 - 1  # uint8 -> [-1, 1], [N, 1, 28, 28]
+    if args.fast:
+        x_cpu = x_cpu[:2000]
+    x_dev = x_cpu.to(device)
+
+    def fresh_model() -> nn.Module:
+        torch.manual_seed(args.seed)
+        return TinyAutoencoder(channels=x_cpu.shape[1]).to(device)
+
+    # a few warm-up steps so that the first measured run does not pay for allocation alone
+    _bare_loop(fresh_model(), lambda: batches(x_dev, batch_size), 3, lr, device)
+
+    def time_fit() -> float:
+        model = fresh_model()
+        _sync(device)
+        t0 = time.perf_counter()
+        fit(model, x_dev, steps=steps, batch_size=batch_size, lr=lr, device=device, progress=False,
+            grad_clip=None, amp=False, seed=args.seed)  # the same update as the bare loops
+        _sync(device)
+        return time.perf_counter() - t0
+
+    loader = DataLoader(TensorDataset(x_cpu), batch_size=batch_size, shuffle=True,
+                        pin_memory=device.type == "cuda")
+    variants = {
+        "fit": time_fit,
+        "loop_batches": lambda: _bare_loop(fresh_model(), lambda: batches(x_dev, batch_size), steps, lr, device),
+        "loop_dataloader": lambda: _bare_loop(fresh_model(), lambda: loader, steps, lr, device),
+    }
+    # Round-robin repeats, so that a burst of load from other processes hits every variant alike;
+    # each variant's figure is its median wall time.
+    rounds = 1 if args.fast else 3
+    all_times = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, measure in variants.items():
+            all_times[name].append(measure())
+    timings = {name: sorted(t)[len(t) // 2] for name, t in all_times.items()}
+    model = fresh_model()
+    steps_per_s = {k: steps / v for k, v in timings.items()}
+    return {
+        "model": f"TinyAutoencoder ({sum(p.numel() for p in model.parameters())} parameters), MSE loss, Adam",
+        "dataset": args.dataset, "dataset_source": data.source, "n_train": int(x_cpu.shape[0]),
+        "batch_size": batch_size, "steps": steps, "timing": "median wall time over round-robin rounds",
+        "wall_time_s": timings,
+        "steps_per_s": steps_per_s,
+        "samples_per_s": {k: v * batch_size for k, v in steps_per_s.items()},
+        "rounds": rounds, "wall_time_s_all_rounds": all_times,
+        "ratio_fit_over_dataloader": steps_per_s["fit"] / steps_per_s["loop_dataloader"],
+        "ratio_batches_over_dataloader": steps_per_s["loop_batches"] / steps_per_s["loop_dataloader"],
+        "bpd": None, "fid": None, "kid": None,  # a speed-only suite
+    }

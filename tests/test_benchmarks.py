@@ -1,0 +1,43 @@
+"""benchmarks.run writes a complete JSON record (tiny budget, into a tmp dir)."""
+import json
+import warnings
+
+import pytest
+
+from benchmarks import run as bench
+
+
+@pytest.mark.slow
+def test_fit_suite_writes_a_complete_record(tmp_path, dataset="mnist"):
+    try:
+        from course_lib.data import load_dataset
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            load_dataset(dataset, "train")
+    except Exception as err:  # noqa: BLE001
+        pytest.skip(f"{dataset} training data unavailable here ({err})")
+    path = bench.main(["--suite", "fit", "--fast", "--steps", "4", "--dataset", dataset,
+                       "--device", "cpu", "--out-dir", str(tmp_path)])
+    assert path.parent == tmp_path
+    record = json.loads(path.read_text())
+    for key in ["suite", "model", "dataset", "n_train", "device", "device_summary", "steps", "wall_time_s",
+                "steps_per_s", "samples_per_s", "git_commit", "date", "host_cores", "cpu", "torch",
+                "ratio_fit_over_dataloader", "ratio_batches_over_dataloader"]:
+        assert key in record, key
+    assert record["suite"] == "fit" and record["dataset"] == dataset and record["steps"] == 4
+    assert record["n_train"] == 2000 and record["host_cores"] >= 1
+    assert set(record["steps_per_s"]) == {"fit", "loop_batches", "loop_dataloader"}
+    for name, value in record["steps_per_s"].items():
+        assert value == pytest.approx(4 / record["wall_time_s"][name])
+        assert record["samples_per_s"][name] == pytest.approx(value * record["batch_size"])
+    assert record["ratio_batches_over_dataloader"] == pytest.approx(
+        record["steps_per_s"]["loop_batches"] / record["steps_per_s"]["loop_dataloader"])
+
+
+def test_suites_are_pluggable_and_unknown_ones_refused():
+    assert "fit" in bench.SUITES and all(":" in target for target in bench.SUITES.values())
+    args = bench.build_parser().parse_args(["--suite", "fit", "--dataset", "fashion_mnist"])
+    assert args.dataset == "fashion_mnist"
+    with pytest.raises(SystemExit):
+        bench.main(["--suite", "no_such_suite", "--fast"])
