@@ -7,6 +7,7 @@ points, status and reason, and none may disturb another student's result.
 import copy
 import csv
 import json
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -197,33 +198,36 @@ def test_results_folder_holds_csv_json_and_feedback(run_a):
     assert "appears 2 times; the last one was graded" in " ".join(records["duplicated_last_good"]["notes"])
 
 
+# A submission that hunts for the results folder by walking up from its working directory and
+# searching for feedback files, then overwrites every JSON it finds. It is confined to BOUNDARY
+# (this test's tmp_path, which also holds the sandbox's scratch dirs) so the test never touches
+# files outside it: the real grader has no such boundary (see docs/grading.md, security model).
 ATTACK = """
 import os
 from pathlib import Path
-fake = '{"student": "x", "total": 10, "max": 10, "status": "ok", "tasks": {}}'
-roots = [Path.cwd()] + list(Path.cwd().parents) + [Path.home()]
-for top in ["/tmp"]:
-    for dirpath, dirnames, filenames in os.walk(top):
-        depth = dirpath.count(os.sep)
-        dirnames[:] = [d for d in dirnames if depth < 6 and (depth > 1 or d.startswith("pytest"))]
-        if any(f.endswith(".feedback.md") for f in filenames):
-            roots.append(Path(dirpath))
+BOUNDARY = Path({boundary!r})
+fake = '{{"student": "x", "total": 10, "max": 10, "status": "ok", "tasks": {{}}}}'
+inside = lambda p: p.resolve().is_relative_to(BOUNDARY)
+roots = [p for p in [Path.cwd(), *Path.cwd().parents] if inside(p)]
+for dirpath, dirnames, filenames in os.walk(BOUNDARY):
+    if any(f.endswith(".feedback.md") for f in filenames):
+        roots.append(Path(dirpath))
 for root in roots:
-    for name in ["results", "out", "."]:
-        target = root / name
-        try:
-            for existing in target.glob("*.json"):
-                existing.write_text(fake)
-            (target / "grades.csv").write_text("student,total\\nattacker,10\\n")
-            (target / "mallory.json").write_text(fake)
-        except OSError:
-            pass
+    for target in [root / "results", root / "out", root]:
+        if not (target.is_dir() and inside(target)):
+            continue
+        for existing in target.glob("*.json"):
+            existing.write_text(fake)
+        (target / "grades.csv").write_text("student,total\\nattacker,10\\n")
+        (target / "mallory.json").write_text(fake)
 """
 
 
 @pytest.mark.slow
-def test_process_exits_timeouts_and_results_folder_attack(tmp_path):
+def test_process_exits_timeouts_and_results_folder_attack(tmp_path, monkeypatch):
     """os._exit/sys.exit mid-notebook, an uncatchable loop, and a submission writing into RESULTS."""
+    (tmp_path / "scratch").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "scratch"))  # sandbox scratch dirs go here
     source = solution_nb()
     source["metadata"]["course"]["allowed_imports"] += ["os", "sys", "pathlib"]  # let the attacks run
     (tmp_path / "src").mkdir()
@@ -250,7 +254,11 @@ def test_process_exits_timeouts_and_results_folder_attack(tmp_path):
                 "            pass\n    except BaseException:\n        pass\n",
                 copy.deepcopy(source),
             ),
-            "attacker": with_answer("answer_categorical_kl", WRONG_KL + ATTACK, copy.deepcopy(source)),
+            "attacker": with_answer(
+                "answer_categorical_kl",
+                WRONG_KL + ATTACK.format(boundary=str(tmp_path.resolve())),
+                copy.deepcopy(source),
+            ),
         },
     )
     logs = []
