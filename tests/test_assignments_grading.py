@@ -266,7 +266,7 @@ def test_process_exits_timeouts_and_results_folder_attack(tmp_path, monkeypatch)
         r["student"]: r
         for r in grade_folder(exercise_set, subs, out, workers=2, limits=LIMITS, log=logs.append)
     }
-    assert "1 already graded, 4 to grade" in logs[0]  # rerun skips the graded student
+    assert any("1 already graded, 4 to grade" in line for line in logs)  # rerun skips the graded student
     assert records["os_exit"]["total"] == 10 and "exit" in " ".join(records["os_exit"]["notes"])
     assert records["sys_exit"]["total"] == 10 and records["sys_exit"]["status"] == "error"
     assert records["uncatchable_loop"]["status"] == "timeout" and records["uncatchable_loop"]["total"] == 0
@@ -282,7 +282,6 @@ def test_process_exits_timeouts_and_results_folder_attack(tmp_path, monkeypatch)
         assert json.loads((out / f"{student}.json").read_text()) == record
 
 
-@pytest.mark.slow
 def test_zip_input_rerun_skip_and_force(tmp_path, capsys):
     nb = solution_nb()
     archive = tmp_path / "export.zip"

@@ -107,6 +107,11 @@ def grade_folder(
     """Grade every submission in ``submissions`` (folder or .zip) into ``out``; return the records."""
     limits = limits or Limits()
     order = [t.grade_id for t in exercise_set.tasks]
+    if os.getuid() == 0:
+        log(
+            "warning: grading as root: student code runs as root too and can write anywhere; "
+            "run the grader as an unprivileged user or in a container (docs/grading.md)"
+        )
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="course-submissions-") as unpacked:
         subs = open_submissions(Path(submissions), exercise_set.name, Path(unpacked) / "zip")
