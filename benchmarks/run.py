@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> Path:
     suite = getattr(importlib.import_module(module_name), func_name)
     date = datetime.datetime.now(datetime.timezone.utc)
     t0 = time.perf_counter()
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     fields = suite(args)
     record = {
         "suite": args.suite, "fast": args.fast, **fields,
@@ -93,6 +94,8 @@ def main(argv: list[str] | None = None) -> Path:
         "git_commit": git_commit(), "date": date.isoformat(timespec="seconds"),
         "command": "python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv),
         "total_wall_time_s": time.perf_counter() - t0,
+        # 1-minute load average before/after: other processes on the machine slow every timing
+        "load_average_1min": [load_before, os.getloadavg()[0] if hasattr(os, "getloadavg") else None],
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
     tag = "fast" if args.fast else "full"

@@ -79,15 +79,12 @@ def run(args) -> dict:
         torch.manual_seed(args.seed)
         return TinyAutoencoder(channels=x_cpu.shape[1]).to(device)
 
-    # a few warm-up steps so that the first measured run does not pay for allocation alone
-    _bare_loop(fresh_model(), lambda: batches(x_dev, batch_size), 3, lr, device)
-
-    def time_fit() -> float:
+    def time_fit(warmup: bool = False) -> float:
         model = fresh_model()
         _sync(device)
         t0 = time.perf_counter()
-        fit(model, x_dev, steps=steps, batch_size=batch_size, lr=lr, device=device, progress=False,
-            grad_clip=None, amp=False, seed=args.seed)  # the same update as the bare loops
+        fit(model, x_dev, steps=3 if warmup else steps, batch_size=batch_size, lr=lr, device=device,
+            progress=False, grad_clip=None, amp=False, seed=args.seed)  # the same update as the bare loops
         _sync(device)
         return time.perf_counter() - t0
 
@@ -95,9 +92,15 @@ def run(args) -> dict:
                         pin_memory=device.type == "cuda")
     variants = {
         "fit": time_fit,
-        "loop_batches": lambda: _bare_loop(fresh_model(), lambda: batches(x_dev, batch_size), steps, lr, device),
-        "loop_dataloader": lambda: _bare_loop(fresh_model(), lambda: loader, steps, lr, device),
+        "loop_batches": lambda warmup=False: _bare_loop(
+            fresh_model(), lambda: batches(x_dev, batch_size), 3 if warmup else steps, lr, device),
+        "loop_dataloader": lambda warmup=False: _bare_loop(
+            fresh_model(), lambda: loader, 3 if warmup else steps, lr, device),
     }
+    # Warm-up: a few untimed steps of each variant, so that no measured run pays for first-call costs
+    # (allocation, lazy initialisation), which would otherwise land on whichever variant runs first.
+    for measure in variants.values():
+        measure(warmup=True)
     # Round-robin repeats, so that a burst of load from other processes hits every variant alike;
     # each variant's figure is its median wall time.
     rounds = 1 if args.fast else 3

@@ -15,13 +15,13 @@ import logging
 import torch
 
 from course_lib.evaluate.bpd import NLL_CONVENTIONS, bits_per_dim
-from course_lib.evaluate.classifier import DEFAULT_CHECKPOINT, MnistClassifier, load_classifier
+from course_lib.evaluate.classifier import DEFAULT_CHECKPOINT, MnistClassifier, checkpoint_path, load_classifier
 from course_lib.evaluate.inputs import infer_value_range, to_classifier_input
 from course_lib.evaluate.metrics import frechet_distance, kid, mmd2_unbiased, mode_coverage, precision_recall
 from course_lib.evaluate.timing import time_call, time_per_sample
 
 __all__ = [
-    "bits_per_dim", "NLL_CONVENTIONS", "MnistClassifier", "load_classifier", "DEFAULT_CHECKPOINT",
+    "bits_per_dim", "NLL_CONVENTIONS", "MnistClassifier", "load_classifier", "DEFAULT_CHECKPOINT", "checkpoint_path",
     "classifier_outputs", "evaluate_samples", "real_floor", "load_real_images", "frechet_distance", "kid",
     "mmd2_unbiased", "precision_recall", "mode_coverage", "infer_value_range", "time_per_sample", "time_call",
 ]
@@ -31,11 +31,14 @@ log = logging.getLogger(__name__)
 
 @torch.no_grad()
 def classifier_outputs(x: torch.Tensor, value_range: str | None = None, classifier: MnistClassifier | None = None,
-                       device: torch.device | str = "cpu", batch_size: int = 500,
-                       name: str = "samples") -> tuple[torch.Tensor, torch.Tensor, str]:
-    """Features [N, 128] and logits [N, 10] of images ``x`` [N, 1, 28, 28]; also the value range assumed."""
+                       device: torch.device | str = "cpu", batch_size: int = 500, name: str = "samples",
+                       dataset: str = "mnist") -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Features [N, 128] and logits [N, 10] of images ``x`` [N, 1, 28, 28]; also the value range assumed.
+
+    ``classifier`` defaults to the shipped classifier of ``dataset`` ("mnist" or "fashion_mnist").
+    """
     x, value_range = to_classifier_input(x, value_range, name)
-    classifier = classifier if classifier is not None else load_classifier(device=device)
+    classifier = classifier if classifier is not None else load_classifier(device=device, dataset=dataset)
     device = next(classifier.parameters()).device
     feats, logits = [], []
     for start in range(0, x.shape[0], batch_size):
@@ -55,13 +58,14 @@ def load_real_images(split: str = "test", dataset: str = "mnist") -> torch.Tenso
 def evaluate_samples(samples: torch.Tensor, real: torch.Tensor | None = None, *, value_range: str | None = None,
                      real_value_range: str | None = None, classifier: MnistClassifier | None = None,
                      device: torch.device | str = "cpu", kid_subsets: int = 50, kid_subset_size: int = 1000,
-                     k: int = 3, seed: int = 0) -> dict:
+                     k: int = 3, seed: int = 0, dataset: str = "mnist") -> dict:
     """Score generated MNIST-like images against real ones with the course classifier's features.
 
     Args:
         samples: ``[N, 1, 28, 28]`` uint8, or float in [0, 1] or [-1, 1] (inferred; see
             ``value_range`` in the result), N >= k + 1 (and >= 2 for FID; use >= 1,000 for stable numbers).
-        real: reference images in any of the same ranges; default the 10,000 MNIST test digits.
+        real: reference images in any of the same ranges; default the 10,000 test images of ``dataset``.
+        dataset: "mnist" (default) or "fashion_mnist": picks the classifier (and the default ``real``).
         value_range / real_value_range: ``"uint8"``, ``"[0,1]"`` or ``"[-1,1]"`` to skip inference.
 
     Returns a dict with ``fid``, ``kid``, ``kid_se``, ``kid_std``, ``precision``, ``recall``,
@@ -70,11 +74,12 @@ def evaluate_samples(samples: torch.Tensor, real: torch.Tensor | None = None, *,
     FID is biased upwards for small N: compare numbers only at the same N (see ``real_floor``).
     """
     if real is None:
-        real = load_real_images()
-    f_gen, logits, assumed = classifier_outputs(samples, value_range, classifier, device)
-    f_real, _, real_assumed = classifier_outputs(real, real_value_range, classifier, device, name="real images")
+        real = load_real_images(dataset=dataset)
+    classifier = classifier if classifier is not None else load_classifier(device=device, dataset=dataset)
+    f_gen, logits, assumed = classifier_outputs(samples, value_range, classifier)
+    f_real, _, real_assumed = classifier_outputs(real, real_value_range, classifier, name="real images")
     log.info("evaluate_samples: samples assumed in %s, real images in %s", assumed, real_assumed)
-    result = {"value_range": assumed, "real_value_range": real_assumed,
+    result = {"dataset": dataset, "value_range": assumed, "real_value_range": real_assumed,
               "n_samples": f_gen.shape[0], "n_real": f_real.shape[0],
               "fid": frechet_distance(f_real, f_gen)}
     result.update(kid(f_real, f_gen, kid_subsets, kid_subset_size, torch.Generator().manual_seed(seed)))
@@ -87,10 +92,10 @@ def real_floor(real: torch.Tensor | None = None, n: int | None = None, *, seed: 
     """The metrics between two disjoint random halves of real data: what a perfect model would score.
 
     ``n`` images per half (default: half of ``real``). Report it beside a model's numbers at the
-    same sample size, since FID and precision/recall depend on N.
+    same sample size, since FID and precision/recall depend on N. ``kwargs`` go to ``evaluate_samples``.
     """
     if real is None:
-        real = load_real_images()
+        real = load_real_images(dataset=kwargs.get("dataset", "mnist"))
     half = real.shape[0] // 2
     n = half if n is None else n
     if n > half:

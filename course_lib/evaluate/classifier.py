@@ -24,9 +24,21 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["MnistClassifier", "DEFAULT_CHECKPOINT", "load_classifier", "train_classifier", "augment"]
+__all__ = ["MnistClassifier", "DEFAULT_CHECKPOINT", "checkpoint_path", "load_classifier", "train_classifier",
+           "augment"]
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "mnist_classifier.pt"
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+DATASETS = ("mnist", "fashion_mnist")  # 28x28 grey, 10 classes: the same architecture fits both
+
+
+def checkpoint_path(dataset: str = "mnist") -> Path:
+    """Where the shipped classifier of ``dataset`` lives: ``course_lib/assets/<dataset>_classifier.pt``."""
+    if dataset not in DATASETS:
+        raise ValueError(f"no classifier for data set {dataset!r}: the feature metrics exist for {DATASETS}.")
+    return ASSETS / f"{dataset}_classifier.pt"
+
+
+DEFAULT_CHECKPOINT = checkpoint_path("mnist")
 FEATURE_DIM = 128
 
 
@@ -142,16 +154,22 @@ def save_classifier(model: MnistClassifier, path: str | Path, record: dict) -> N
 _CACHE: dict = {}
 
 
-def load_classifier(path: str | Path | None = None, device: str | torch.device = "cpu") -> MnistClassifier:
-    """Load the shipped classifier (or ``path``) onto ``device`` in eval mode (cached per path+device)."""
-    path = Path(path) if path is not None else DEFAULT_CHECKPOINT
+def load_classifier(path: str | Path | None = None, device: str | torch.device = "cpu",
+                    dataset: str = "mnist") -> MnistClassifier:
+    """Load the shipped classifier of ``dataset`` (or the file ``path``) onto ``device`` in eval mode.
+
+    Loaded with ``map_location=device``, so a checkpoint written on a GPU loads on a CPU; cached
+    per (path, device).
+    """
+    path = Path(path) if path is not None else checkpoint_path(dataset)
     key = (str(path), str(device))
     if key in _CACHE:
         return _CACHE[key]
     if not path.is_file():
         raise FileNotFoundError(
-            f"classifier checkpoint {path} is missing: run `python -m course_lib train-classifier` "
-            f"(writes {DEFAULT_CHECKPOINT}), or reinstall course_lib with its package data.")
+            f"classifier checkpoint {path} is missing: run `python -m course_lib train-classifier "
+            f"--dataset {dataset}` (writes {checkpoint_path(dataset)}), or reinstall course_lib with its "
+            "package data.")
     state = torch.load(path, map_location=device, weights_only=True)
     model = MnistClassifier()
     model.load_state_dict(state["state_dict"])
