@@ -59,6 +59,9 @@ def test_gaussian_diffusion_buffers_use_lecture_time():
         GaussianDiffusion(torch.nn.Identity(), torch.linspace(1e-4, 0.02, 10), data_shape=(1,))  # no entry 0
     with pytest.raises(ValueError, match=r"0\.\.1000"):
         diffusion.q_sample(torch.zeros(2, 1), torch.tensor([1, 1001]))
+    torch.testing.assert_close(diffusion.q_sample(torch.ones(2, 1), 0), torch.ones(2, 1))  # x_0 itself
+    with pytest.raises(ValueError, match=r"1\.\.1000"):  # the reverse process starts at t = 1
+        diffusion.p_sample(torch.zeros(2, 1), 0)
 
 
 def test_plot_schedules_draws_both():

@@ -41,10 +41,12 @@ class GaussianDiffusion(nn.Module):
             ``schedule`` with ``T`` steps.
         data_shape: shape of one example, (C, H, W) for images ((D,) works for vectors).
         variance: the fixed reverse variance sigma_t^2 of p_theta(x_{t-1} | x_t):
-            "beta": sigma_t^2 = beta_t (Ho et al.'s default; the exact reverse variance when
-            x_0 ~ N(0, I), i.e. the upper end for data with unit variance);
-            "beta_tilde": sigma_t^2 = beta_tilde_t, the posterior variance of q(x_{t-1} | x_t, x_0)
-            (exact when x_0 is a single fixed point; beta_tilde_1 = 0, so t = 1 uses beta_tilde_2).
+            "beta": sigma_t^2 = beta_t (Ho et al.'s default), the exact reverse variance when the
+            data are x_0 ~ N(0, I);
+            "beta_tilde": sigma_t^2 = beta_tilde_t, the variance of q(x_{t-1} | x_t, x_0), exact
+            when the data are one fixed point (beta_tilde_1 = 0, so t = 1 uses beta_tilde_2).
+            For data with unit variance per coordinate these are the two extremes; both give
+            samples of the same quality (Ho et al. 2020, section 3.2).
     """
 
     def __init__(self, model: nn.Module, betas: Tensor | None = None, *, data_shape: tuple[int, ...],
@@ -103,17 +105,20 @@ class GaussianDiffusion(nn.Module):
         """buffer[t] reshaped to broadcast against x: t [N] -> [N, 1, 1, ...]."""
         return buffer[t].reshape(-1, *([1] * (x.dim() - 1)))
 
-    def _time(self, t: Tensor | int, n: int, device: torch.device) -> Tensor:
-        """Accept an int or an [N] tensor; check 0 <= t <= T; return an int64 [N] tensor."""
+    def _time(self, t: Tensor | int, n: int, device: torch.device, min_t: int = 1) -> Tensor:
+        """Accept an int or an [N] tensor; check min_t <= t <= T; return an int64 [N] tensor.
+
+        min_t is 0 for q(x_t | x_0) (x_0 itself) and 1 for the posterior and the reverse process.
+        """
         if isinstance(t, int):
-            if not 0 <= t <= self.T:
-                raise ValueError(f"t must lie in 0..{self.T} (lecture time; got {t}).")
+            if not min_t <= t <= self.T:
+                raise ValueError(f"t must lie in {min_t}..{self.T} (lecture time; got {t}).")
             return torch.full((n,), t, device=device, dtype=torch.long)
         t = t.to(device).long()
         if t.shape != (n,):
             raise ValueError(f"t must be an int or a tensor of shape [{n}] (got shape {tuple(t.shape)}).")
-        if n and (t.min() < 0 or t.max() > self.T):
-            raise ValueError(f"t must lie in 0..{self.T} (lecture time; "
+        if n and (t.min() < min_t or t.max() > self.T):
+            raise ValueError(f"t must lie in {min_t}..{self.T} (lecture time; "
                              f"got {t.min().item()}..{t.max().item()}).")
         return t
 
@@ -131,7 +136,7 @@ class GaussianDiffusion(nn.Module):
 
         x0: [N, ...]; t: [N] or int; eps: like x0 (drawn if None). Returns x_t like x0.
         """
-        t = self._time(t, x0.shape[0], x0.device)
+        t = self._time(t, x0.shape[0], x0.device, min_t=0)
         return self._diffuse(x0, t, torch.randn_like(x0) if eps is None else eps)
 
     def _diffuse(self, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:  # q_sample for a checked t
@@ -158,7 +163,7 @@ class GaussianDiffusion(nn.Module):
 
     def predict_x0(self, x_t: Tensor, t: Tensor | int, eps: Tensor) -> Tensor:
         """Invert q_sample: x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t). Shape of x_t."""
-        return self._predict_x0(x_t, self._time(t, x_t.shape[0], x_t.device), eps)
+        return self._predict_x0(x_t, self._time(t, x_t.shape[0], x_t.device, min_t=0), eps)
 
     def _predict_x0(self, x_t: Tensor, t: Tensor, eps: Tensor) -> Tensor:  # predict_x0 for a checked t
         return (self._at(self.sqrt_recip_alpha_bars, t, x_t) * x_t

@@ -8,15 +8,17 @@ __all__ = ["build_ddpm"]
 
 
 def build_ddpm(image_shape: tuple[int, int, int], num_classes: int | None = None, *, T: int = 1000,
-               schedule: str = "linear", variance: str = "beta", base_channels: int = 32,
+               schedule: str = "linear", variance: str = "beta", base_channels: int = 16,
                channel_mults: tuple[int, ...] = (1, 2, 2), num_res_blocks: int = 1, num_heads: int = 1,
                dropout: float = 0.0) -> GaussianDiffusion:
     """A DDPM for images of shape (C, H, W) in [-1, 1], optionally class-conditional.
 
     T, schedule ("linear" | "cosine") and variance ("beta" | "beta_tilde") go to
     ``GaussianDiffusion``; the other options are ``UNetConfig`` fields. The defaults
-    (base 32, mults (1, 2, 2), one block per level: about 1.1M parameters) are sized for MNIST
-    on a laptop CPU. The result has ``loss(x, y=None)`` and ``sample(n, y=None)`` for ``fit``.
+    (base 16, mults (1, 2, 2), one block per level: 0.27M parameters) are sized for MNIST on a
+    2-core CPU: 8 minutes of training (about 1,600 steps of batch 64) give mostly recognisable
+    digits, and 1000-step sampling of 64 images takes 1-3 minutes. On a GPU use base 64 or more.
+    The result has ``loss(x, y=None)`` and ``sample(n, y=None)`` for ``course_lib.train.fit``.
     """
     if len(image_shape) != 3:
         raise ValueError(f"image_shape must be (C, H, W), got {image_shape!r}.")

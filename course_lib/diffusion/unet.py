@@ -23,7 +23,7 @@ __all__ = ["UNetConfig", "UNet"]
 @dataclass
 class UNetConfig:
     in_channels: int = 1  # 1 for MNIST, 3 for CIFAR-10; the output has the same number
-    base_channels: int = 32  # channels at full resolution; the width of the whole network
+    base_channels: int = 16  # channels at full resolution; sets the width of the whole network
     channel_mults: tuple[int, ...] = (1, 2, 2)  # channels of each level = base * mult; len - 1 halvings
     num_res_blocks: int = 1  # residual blocks per level in the encoder (the decoder has one more)
     num_heads: int = 1  # attention heads in the middle block
