@@ -61,13 +61,16 @@ def test_evaluate_samples_responds_to_degradation(real_digits):
     assert (r_unit, r_signed) == ("[0,1]", "[-1,1]")
     assert torch.allclose(f_u8, f_unit, atol=1e-4) and torch.allclose(f_u8, f_signed, atol=1e-4)
     floor = evaluate_samples(same, real, kid_subsets=10, kid_subset_size=150)
+    f_real = classifier_outputs(real)[0]
+    again = evaluate_samples(same, real_features=f_real, kid_subsets=10, kid_subset_size=150)
+    assert again["fid"] == pytest.approx(floor["fid"]) and again["recall"] == floor["recall"]
     g = torch.Generator().manual_seed(0)
     noisy = (same.float() / 255 + 0.5 * torch.randn(same.shape, generator=g)).clamp(0, 1)
-    bad = evaluate_samples(noisy, real, kid_subsets=10, kid_subset_size=150, value_range="[0,1]")
+    bad = evaluate_samples(noisy, real_features=f_real, kid_subsets=10, kid_subset_size=150, value_range="[0,1]")
     assert bad["fid"] > 5 * floor["fid"] and bad["kid"] > floor["kid"] + 5 * bad["kid_se"]
     assert floor["classes_covered"] == 10 and floor["precision"] > 0.6
     sevens = same[same_y == 7]
-    collapsed = evaluate_samples(sevens, real, kid_subsets=10, kid_subset_size=len(sevens))
+    collapsed = evaluate_samples(sevens, real_features=f_real, kid_subsets=10, kid_subset_size=len(sevens))
     assert collapsed["label_histogram"][7] >= 0.9 * len(sevens) and collapsed["classes_covered"] <= 2
     assert collapsed["recall"] < floor["recall"] / 2
 

@@ -109,3 +109,11 @@ def test_metrics_refuse_too_few_or_bad_features():
         frechet_distance(torch.randn(1, 2), torch.randn(10, 2))
     with pytest.raises(ValueError, match="NaN"):
         kid(torch.full((5, 2), float("nan")), torch.randn(5, 2))
+
+
+def test_kid_on_whole_sets_reports_no_fake_error_bar():
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.randn(50, 3, generator=g), torch.randn(50, 3, generator=g)
+    out = kid(a, b, num_subsets=10, subset_size=100)
+    assert out["kid"] == pytest.approx(mmd2_unbiased(a.double(), b.double()))
+    assert np.isnan(out["kid_se"]) and out["kid_subset_size"] == 50

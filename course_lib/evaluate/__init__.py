@@ -55,7 +55,8 @@ def load_real_images(split: str = "test", dataset: str = "mnist") -> torch.Tenso
     return load_dataset(dataset, split).x
 
 
-def evaluate_samples(samples: torch.Tensor, real: torch.Tensor | None = None, *, value_range: str | None = None,
+def evaluate_samples(samples: torch.Tensor, real: torch.Tensor | None = None, *,
+                     real_features: torch.Tensor | None = None, value_range: str | None = None,
                      real_value_range: str | None = None, classifier: MnistClassifier | None = None,
                      device: torch.device | str = "cpu", kid_subsets: int = 50, kid_subset_size: int = 1000,
                      k: int = 3, seed: int = 0, dataset: str = "mnist") -> dict:
@@ -65,6 +66,8 @@ def evaluate_samples(samples: torch.Tensor, real: torch.Tensor | None = None, *,
         samples: ``[N, 1, 28, 28]`` uint8, or float in [0, 1] or [-1, 1] (inferred; see
             ``value_range`` in the result), N >= k + 1 (and >= 2 for FID; use >= 1,000 for stable numbers).
         real: reference images in any of the same ranges; default the 10,000 test images of ``dataset``.
+        real_features: instead of ``real``, its features ``classifier_outputs(real)[0]`` [M, 128],
+            to score many sets against one reference without recomputing them.
         dataset: "mnist" (default) or "fashion_mnist": picks the classifier (and the default ``real``).
         value_range / real_value_range: ``"uint8"``, ``"[0,1]"`` or ``"[-1,1]"`` to skip inference.
 
@@ -73,11 +76,15 @@ def evaluate_samples(samples: torch.Tensor, real: torch.Tensor | None = None, *,
     ``n_real``, ``value_range`` (what was assumed for ``samples``).
     FID is biased upwards for small N: compare numbers only at the same N (see ``real_floor``).
     """
-    if real is None:
-        real = load_real_images(dataset=dataset)
+    if real is not None and real_features is not None:
+        raise ValueError("pass either real images or real_features, not both")
     classifier = classifier if classifier is not None else load_classifier(device=device, dataset=dataset)
     f_gen, logits, assumed = classifier_outputs(samples, value_range, classifier)
-    f_real, _, real_assumed = classifier_outputs(real, real_value_range, classifier, name="real images")
+    if real_features is not None:
+        f_real, real_assumed = real_features, "features given"
+    else:
+        real = load_real_images(dataset=dataset) if real is None else real
+        f_real, _, real_assumed = classifier_outputs(real, real_value_range, classifier, name="real images")
     log.info("evaluate_samples: samples assumed in %s, real images in %s", assumed, real_assumed)
     result = {"dataset": dataset, "value_range": assumed, "real_value_range": real_assumed,
               "n_samples": f_gen.shape[0], "n_real": f_real.shape[0],

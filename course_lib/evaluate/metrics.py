@@ -78,11 +78,16 @@ def kid(f_real: torch.Tensor, f_gen: torch.Tensor, num_subsets: int = 50, subset
     Each subset draws ``subset_size`` rows (without replacement) from each set; the size is capped
     at the smaller set. Returns ``{"kid", "kid_std", "kid_se", "kid_subset_size"}``: ``kid_se`` =
     std / sqrt(num_subsets) is the Monte Carlo error of the subset average (subsets share rows, so
-    it does not include the sampling error of the finite sets themselves).
+    it does not include the sampling error of the finite sets themselves). When both sets have
+    ``subset_size`` rows or fewer, all subsets would be the same two sets: KID is computed once
+    and ``kid_std``/``kid_se`` are NaN (use disjoint repeats to get an error bar).
     """
     f_real = _check_features(f_real, "real features", 2, "kid")
     f_gen = _check_features(f_gen, "generated features", 2, "kid")
     size = min(subset_size, f_real.shape[0], f_gen.shape[0])
+    if size == f_real.shape[0] == f_gen.shape[0]:  # every "subset" is the whole of both sets
+        return {"kid": mmd2_unbiased(f_real, f_gen), "kid_std": float("nan"), "kid_se": float("nan"),
+                "kid_subset_size": size}
     if generator is None:
         generator = torch.Generator().manual_seed(0)
     values = []
