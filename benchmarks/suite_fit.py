@@ -67,7 +67,7 @@ def run(args) -> dict:
     from course_lib.train import fit
 
     device = args.device
-    steps = args.steps or (30 if args.fast else 600)
+    steps = args.steps or (30 if args.fast else 300)
     batch_size, lr = 128, 1e-3
     data = load_dataset(args.dataset, "train")
     x_cpu = data.x.float() / 127.5 - 1  # uint8 -> [-1, 1], [N, 1, 28, 28]
