@@ -117,11 +117,15 @@ def test_subset_of_t_is_an_unbiased_estimate():
     estimates = []
     for _ in range(100):
         out = diffusion.vlb_terms(torch.full((500, 1), 0.7), decoder="gaussian", num_t=3, generator=g)
-        assert out["t"].shape == (3,) and out["terms"].shape == (500, 3) and len(set(out["t"].tolist())) == 3
+        assert out["t"][0] == 1 and len(set(out["t"].tolist())) == 3 and out["terms"].shape == (500, 3)
+        assert out["weights"].sum() == T  # every term of the sum is represented once on average
         estimates.append(out["total"].double().mean().item())
     estimates = np.array(estimates)
     se = estimates.std() / math.sqrt(len(estimates))
     assert abs(estimates.mean() + stats.norm.logpdf(0.7)) < 5 * se + 1e-3
+    # with K = T the estimator is the full sum
+    out = diffusion.vlb_terms(torch.zeros(4, 1), decoder="gaussian", num_t=T)
+    assert out["t"].tolist() == list(range(1, T + 1)) and out["weights"].tolist() == [1.0] * T
 
 
 def test_terms_layout_prior_and_discretized_decoder():
@@ -157,5 +161,6 @@ def test_vlb_rejects_bad_options():
     diffusion = GaussianDiffusion(OptimalEps(0.0, 1.0), BETAS, data_shape=(1,))
     with pytest.raises(ValueError, match="decoder"):
         diffusion.vlb_terms(torch.zeros(2, 1), decoder="logistic")
-    with pytest.raises(ValueError, match="num_t"):
-        diffusion.vlb_terms(torch.zeros(2, 1), num_t=T + 1)
+    for bad in (1, T + 1):
+        with pytest.raises(ValueError, match="num_t"):
+            diffusion.vlb_terms(torch.zeros(2, 1), num_t=bad)

@@ -294,22 +294,32 @@ class GaussianDiffusion(nn.Module):
         Each expectation over x_t is estimated with one draw x_t ~ q(x_t | x_0). The decoder is
         "discretized" (8-bit data in [-1, 1], a probability) or "gaussian" (a density, for
         continuous toy data). ``clip_x0=False`` keeps mu_theta the exact eps-parameterised mean.
-        With ``num_t=K`` only K distinct t drawn uniformly from 1..T are evaluated and
-        sum_t L_{t-1} is estimated by T * (their mean), an unbiased estimate; otherwise all T.
+        By default all T terms are evaluated (T network calls). With ``num_t=K`` only K are, for
+        an unbiased estimate by stratified sampling: L_0 always (it is large: a single draw that
+        missed or hit it would swing the estimate by hundreds of nats), and one t drawn uniformly
+        from each of K - 1 blocks of 2..T, weighted by the block's size. The blocks grow
+        geometrically (sizes 1, 1, ..., then longer), because the terms are large and change fast
+        at small t and are small and smooth at large t.
 
         Returns a dict: "t" [K] the evaluated times, "terms" [N, K] with terms[:, j] = L_{t_j - 1},
-        "mse" [N, K] the eps mean squared error at those t, "prior" [N] = L_T and "total" [N].
+        "weights" [K] (ones, or the block sizes), "mse" [N, K] the eps mean squared error at
+        those t, "prior" [N] = L_T and "total" [N] = prior + sum_j weights_j terms[:, j].
         """
         self._check_x0(x0)
         if decoder not in _DECODERS:
             raise ValueError(f"unknown decoder {decoder!r}; choose one of {_DECODERS}.")
         n, device = x0.shape[0], x0.device
         if num_t is None:
-            ts = torch.arange(1, self.T + 1, device=device)
+            ts = torch.arange(1, self.T + 1)
+            weights = torch.ones(self.T)
         else:
-            if not 1 <= num_t <= self.T:
-                raise ValueError(f"num_t must lie in 1..T={self.T} (got {num_t}).")
-            ts = torch.randperm(self.T, generator=generator, device=device)[:num_t].sort().values + 1
+            if not 2 <= num_t <= self.T:
+                raise ValueError(f"num_t must lie in 2..T={self.T} (got {num_t}); None evaluates all T terms.")
+            starts = _geometric_edges(2, self.T + 1, num_t)  # K block edges: 2, ..., T + 1
+            sizes = starts[1:] - starts[:-1]  # (K - 1,), each >= 1
+            offsets = (torch.rand(num_t - 1, generator=generator, device=device).cpu() * sizes).long()
+            ts = torch.cat([torch.ones(1, dtype=torch.long), starts[:-1] + offsets])
+            weights = torch.cat([torch.ones(1, dtype=torch.long), sizes]).float()
         terms, mse = [], []
         for t in ts.tolist():
             eps = torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype)
@@ -327,8 +337,9 @@ class GaussianDiffusion(nn.Module):
         prior_mean = self._at(self.sqrt_alpha_bars, t_last, x0) * x0
         prior_log_var = self._at(self.sqrt_one_minus_alpha_bars, t_last, x0).square().log()
         prior = sum_flat(gaussian_kl(prior_mean, prior_log_var, torch.zeros_like(x0), torch.zeros_like(x0)))
-        total = prior + self.T * terms.mean(dim=1)
-        return {"t": ts, "terms": terms, "mse": torch.stack(mse, dim=1), "prior": prior, "total": total}
+        total = prior + terms @ weights.to(terms)
+        return {"t": ts, "terms": terms, "weights": weights, "mse": torch.stack(mse, dim=1), "prior": prior,
+                "total": total}
 
     def nll_bits_per_dim(self, x0: Tensor, y: Tensor | None = None, **vlb_options) -> Tensor:
         """The bound L_vlb in bits per dimension, [N]: total / (D ln 2).
@@ -337,7 +348,7 @@ class GaussianDiffusion(nn.Module):
         probability, so no change-of-scale term enters (``course_lib.evaluate.bits_per_dim`` with
         ``nll_of="discrete"``); Ho et al. report 3.70-3.75 bits/dim on CIFAR-10. With the
         "gaussian" decoder it is a density and the number is not comparable with discrete ones.
-        ``vlb_options`` go to ``vlb_terms`` (e.g. ``num_t=100`` for a fast unbiased estimate).
+        ``vlb_options`` go to ``vlb_terms`` (e.g. ``num_t=50`` for a fast unbiased estimate).
         """
         total = self.vlb_terms(x0, y, **vlb_options)["total"]
         if vlb_options.get("decoder", "discretized") == "discretized":
@@ -345,3 +356,12 @@ class GaussianDiffusion(nn.Module):
 
             return bits_per_dim(total, x0, nll_of="discrete").to(total.dtype)
         return total / (math.prod(self.data_shape) * math.log(2.0))
+
+
+def _geometric_edges(first: int, last: int, k: int) -> Tensor:
+    """k increasing integers from ``first`` to ``last``, spaced about geometrically, all distinct."""
+    edges = [first]
+    for j in range(1, k):
+        target = round(first * (last / first) ** (j / (k - 1)))
+        edges.append(min(max(target, edges[-1] + 1), last - (k - 1 - j)))  # distinct, room for the rest
+    return torch.tensor(edges)
