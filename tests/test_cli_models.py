@@ -20,14 +20,8 @@ from course_lib.__main__ import main  # noqa: E402
 from course_lib.checkpoint import load_checkpoint  # noqa: E402
 from course_lib.zoo import MODELS, build_model  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: extra threads only add contention on a busy 2-core machine (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 TINY = "train_models:build_tiny"
 
 

@@ -14,13 +14,7 @@ import torch
 from course_lib.data import DataFileError, DataUnavailableError, load_dataset
 from course_lib.data import cifar10, download
 
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
-    monkeypatch.setenv("COURSE_DATA", str(tmp_path / "data"))
-    monkeypatch.setenv("COURSE_OFFLINE", "1")
-    monkeypatch.setattr(download, "_network_down", None)
-    return tmp_path / "data"
+pytestmark = pytest.mark.usefixtures("offline")
 
 
 class Py2Pickler(pickle._Pickler):

@@ -11,18 +11,11 @@ import pytest
 from course_lib.__main__ import main
 from course_lib.data import download
 
+pytestmark = pytest.mark.usefixtures("offline")
+
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
 needs_shared_mnist = pytest.mark.skipif(not SHARED_MNIST.is_dir(),
                                         reason=f"MNIST test files not in {SHARED_MNIST}")
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
-    monkeypatch.setenv("COURSE_DATA", str(tmp_path / "data"))
-    monkeypatch.setenv("COURSE_OFFLINE", "1")
-    monkeypatch.setattr(download, "_network_down", None)
-    monkeypatch.setattr(download.urllib.request, "urlopen", lambda *a, **k: pytest.fail("real network used"))
-    return tmp_path / "data"
 
 
 def run_cli(capsys, *args):

@@ -10,21 +10,15 @@ import pytest
 import torch
 
 from course_lib.data import DataFileError, DataUnavailableError, load_dataset
-from course_lib.data import download, mnist
+from course_lib.data import mnist
+
+pytestmark = pytest.mark.usefixtures("offline")
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 needs_files = pytest.mark.skipif(
     not (DEBIAN / "t10k-labels-idx1-ubyte.gz").is_file(),
     reason=f"Fashion-MNIST is not installed in {DEBIAN}: run `sudo apt-get update && sudo apt-get install "
     "dataset-fashion-mnist`, or `python -m course_lib data --download fashion_mnist` with a network")
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
-    monkeypatch.setenv("COURSE_DATA", str(tmp_path / "data"))
-    monkeypatch.setenv("COURSE_OFFLINE", "1")
-    monkeypatch.setattr(download, "_network_down", None)
-    return tmp_path / "data"
 
 
 @needs_files

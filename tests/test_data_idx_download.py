@@ -15,17 +15,9 @@ from course_lib.data import DataFileError, DataUnavailableError, load_dataset
 from course_lib.data import download
 from course_lib.data.idx import parse_idx, read_idx
 
+pytestmark = pytest.mark.usefixtures("offline")
+
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
-    """Never the real network, never the user's cache: tests opt in to a fake opener."""
-    monkeypatch.setenv("COURSE_DATA", str(tmp_path / "data"))
-    monkeypatch.setenv("COURSE_OFFLINE", "1")
-    monkeypatch.setattr(download, "_network_down", None)
-    monkeypatch.setattr(download.urllib.request, "urlopen", lambda *a, **k: pytest.fail("real network used"))
-    return tmp_path / "data"
 
 
 @pytest.fixture

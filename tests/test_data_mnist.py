@@ -11,18 +11,11 @@ import torch
 from course_lib.data import DataFallbackWarning, DataFileError, DataUnavailableError, load_dataset
 from course_lib.data import download
 
+pytestmark = pytest.mark.usefixtures("offline")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
-    """No test here touches the network or the user's real cache."""
-    monkeypatch.setenv("COURSE_DATA", str(tmp_path / "data"))
-    monkeypatch.setenv("COURSE_OFFLINE", "1")
-    monkeypatch.setattr(download, "_network_down", None)
-    return tmp_path / "data"
 
 
 needs_shared_mnist = pytest.mark.skipif(

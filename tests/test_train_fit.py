@@ -16,14 +16,7 @@ import train_models  # noqa: E402
 from course_lib.checkpoint import load_checkpoint  # noqa: E402
 from course_lib.train import NonFiniteLossError, ema_update, fit  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: extra threads only add contention on a busy 2-core machine (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _state(result, model):

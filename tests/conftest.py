@@ -1,0 +1,36 @@
+"""Fixtures shared by the test modules.
+
+* ``offline``: no real network and no writes to the user's data cache -- ``COURSE_DATA`` points at
+  a temporary folder (returned), ``COURSE_OFFLINE=1``, and any real ``urlopen`` fails the test.
+  Modules that never need the network use it for every test with
+  ``pytestmark = pytest.mark.usefixtures("offline")``.
+* ``one_torch_thread``: tiny models run faster on one thread on a busy 2-core machine.
+* ``SHARED_MNIST``: the genuine MNIST test set that CI provides beside the clone.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from course_lib.data import download
+
+SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("COURSE_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("COURSE_OFFLINE", "1")
+    monkeypatch.setattr(download, "_network_down", None)
+    monkeypatch.setattr(download.urllib.request, "urlopen", lambda *a, **k: pytest.fail("real network used"))
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
