@@ -103,3 +103,25 @@ def test_time_per_sample_counts_network_evaluations():
     assert out["nfe"] == 5 and out["n"] == 8
     assert out["samples_per_s"] == pytest.approx(8 / out["seconds"])
     assert out["seconds_per_nfe"] == pytest.approx(out["seconds"] / 5)
+
+
+@pytest.mark.slow
+def test_train_save_load_round_trip(tmp_path):
+    from course_lib.evaluate.classifier import augment, save_classifier, train_classifier
+
+    g = torch.Generator().manual_seed(0)
+    # two separable "classes": a bright left half vs a bright right half, plus noise
+    y = torch.arange(32) % 2
+    x = -torch.ones(32, 1, 28, 28)
+    x[y == 0, :, :, :14] = 1
+    x[y == 1, :, :, 14:] = 1
+    x = (x + 0.3 * torch.randn(x.shape, generator=g)).clamp(-1, 1)
+    model, history = train_classifier(x, y, epochs=3, batch_size=16, x_test=x, y_test=y, log=lambda *_: None)
+    assert history["loss"][-1] < history["loss"][0] and history["test_acc"][-1] > 0.9
+    save_classifier(model, tmp_path / "c.pt", {"note": "test"})
+    loaded = load_classifier(tmp_path / "c.pt")
+    assert torch.allclose(loaded(x[:8]), model(x[:8]), atol=1e-6)
+    assert (tmp_path / "c.json").read_text().strip().startswith("{")
+    # augmentation keeps the background at -1 and the value range
+    out = augment(x[:4], g)
+    assert out.shape == x[:4].shape and out.min() >= -1 - 1e-5 and out.max() <= 1 + 1e-5

