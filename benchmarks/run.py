@@ -30,6 +30,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 # suite name -> "module:function"; imported only when the suite runs.
 SUITES: dict[str, str] = {
     "fit": "benchmarks.suite_fit:run",
+    "ddpm": "benchmarks.suite_ddpm:run",
 }
 
 DATASETS = ("mnist", "fashion_mnist")
