@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN     = $(VENV)/bin
+# JupyterLab refuses to start as root unless told to (containers, cloud notebooks often run as root)
+JUPYTER_ARGS ?= $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 .PHONY: course test install clean-venv
 
@@ -20,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 course: install
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab $(JUPYTER_ARGS) notebooks/
 
 test: install
 	COURSE_FAST=1 $(BIN)/python -m pytest --nbval-lax -p no:cacheprovider $(PYTEST_ARGS)
