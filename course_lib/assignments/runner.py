@@ -54,7 +54,7 @@ def describe(exc: BaseException) -> tuple[str, str]:
         return "memory", "MemoryError: the memory limit was reached"
     if isinstance(exc, SystemExit):
         return "error", f"the code called exit ({exc.code!r}); the grader went on with the next cell"
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith("<")]
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith("<cell ")]
     where = f" (line {frames[-1].lineno} of {frames[-1].filename.strip('<>')}" if frames else ""
     if frames and frames[0].filename != frames[-1].filename:  # raised in a helper of another cell
         where += f", called from line {frames[0].lineno} of {frames[0].filename.strip('<>')}"
