@@ -10,6 +10,10 @@ optimiser and number of steps, one after the other on the same machine:
 
 ``loop_batches`` vs ``loop_dataloader`` isolates the data pipeline; ``fit`` vs ``loop_dataloader``
 is what a learner gains (or pays for logging, EMA, ...) by using the course's loop.
+
+Timing on a shared machine: the variants take turns in many short runs (``steps`` each, ``rounds``
+times), so a burst of load from other processes hits all three alike; each variant's figure is
+the median over its runs, and every run's time is kept in the record.
 """
 from __future__ import annotations
 
@@ -67,7 +71,7 @@ def run(args) -> dict:
     from course_lib.train import fit
 
     device = args.device
-    steps = args.steps or (30 if args.fast else 300)
+    steps = args.steps or 30  # per run; each run restarts the data order and (for fit) its setup
     batch_size, lr = 128, 1e-3
     data = load_dataset(args.dataset, "train")
     x_cpu = data.x.float() / 127.5 - 1  # uint8 -> [-1, 1], [N, 1, 28, 28]
@@ -101,9 +105,7 @@ def run(args) -> dict:
     # (allocation, lazy initialisation), which would otherwise land on whichever variant runs first.
     for measure in variants.values():
         measure(warmup=True)
-    # Round-robin repeats, so that a burst of load from other processes hits every variant alike;
-    # each variant's figure is its median wall time.
-    rounds = 1 if args.fast else 3
+    rounds = args.rounds or (1 if args.fast else 15)
     all_times = {name: [] for name in variants}
     for _ in range(rounds):
         for name, measure in variants.items():
@@ -114,7 +116,7 @@ def run(args) -> dict:
     return {
         "model": f"TinyAutoencoder ({sum(p.numel() for p in model.parameters())} parameters), MSE loss, Adam",
         "dataset": args.dataset, "dataset_source": data.source, "n_train": int(x_cpu.shape[0]),
-        "batch_size": batch_size, "steps": steps, "timing": "median wall time over round-robin rounds",
+        "batch_size": batch_size, "steps": steps, "timing": f"median wall time of {rounds} interleaved runs",
         "wall_time_s": timings,
         "steps_per_s": steps_per_s,
         "samples_per_s": {k: v * batch_size for k, v in steps_per_s.items()},
