@@ -1,7 +1,8 @@
 """Suite ``fit``: steps/s of the training loop with on-device batching vs a ``DataLoader``.
 
-Three runs of the same model (re-initialised with the same seed), the same data, batch size,
-optimiser and number of steps, one after the other on the same machine:
+For each of two small models (a conv autoencoder, whose steps are compute-bound on a CPU, and an
+MLP autoencoder, whose ~1 ms steps let the data path show), three ways to train it with the same
+initial weights, data, batch size, optimiser and number of steps, on the same machine:
 
 * ``fit``: ``course_lib.train.fit`` (on-device index-slice batching, as every lecture trains);
 * ``loop_batches``: a bare loop over ``course_lib.data.batches`` (the data path of ``fit`` alone);
@@ -41,6 +42,21 @@ class TinyAutoencoder(nn.Module):
         return {"loss": F.mse_loss(self.decoder(self.encoder(x)), x)}
 
 
+class TinyMLPAutoencoder(nn.Module):
+    """784 -> 64 -> 784: a step costs about a millisecond on a CPU, so the data path shows."""
+
+    def __init__(self, channels: int = 1, width: int = 64):
+        super().__init__()
+        d = channels * 28 * 28
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(d, width), nn.SiLU(), nn.Linear(width, d))
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict:
+        return {"loss": F.mse_loss(self.net(x), x.flatten(1))}
+
+
+MODELS = {"conv_autoencoder": TinyAutoencoder, "mlp_autoencoder": TinyMLPAutoencoder}
+
+
 def _bare_loop(model: nn.Module, batch_iter, steps: int, lr: float, device: torch.device) -> float:
     """Train for ``steps`` batches drawn from ``batch_iter()`` (restarted each epoch); return wall seconds."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -67,8 +83,7 @@ def _sync(device: torch.device) -> None:
 
 
 def run(args) -> dict:
-    from course_lib.data import batches, load_dataset
-    from course_lib.train import fit
+    from course_lib.data import load_dataset
 
     device = args.device
     steps = args.steps or 30  # per run; each run restarts the data order and (for fit) its setup
@@ -79,9 +94,32 @@ def run(args) -> dict:
         x_cpu = x_cpu[:2000]
     x_dev = x_cpu.to(device)
 
+    loader = DataLoader(TensorDataset(x_cpu), batch_size=batch_size, shuffle=True,
+                        pin_memory=device.type == "cuda")
+    rounds = args.rounds or (1 if args.fast else 15)
+    per_model = {name: _measure(cls, args, x_cpu, x_dev, loader, steps, batch_size, lr, rounds)
+                 for name, cls in MODELS.items()}
+    return {
+        "model": {name: f"{cls.__name__} ({per_model[name].pop('parameters')} parameters), MSE loss, Adam"
+                  for name, cls in MODELS.items()},
+        "dataset": args.dataset, "dataset_source": data.source, "n_train": int(x_cpu.shape[0]),
+        "batch_size": batch_size, "steps": steps, "rounds": rounds,
+        "timing": f"median wall time of {rounds} interleaved runs of {steps} steps",
+        "results": per_model,
+        "bpd": None, "fid": None, "kid": None,  # a speed-only suite
+    }
+
+
+def _measure(model_cls, args, x_cpu, x_dev, loader, steps, batch_size, lr, rounds) -> dict:
+    """Interleaved timings of fit / bare loop + batches / bare loop + DataLoader for one model class."""
+    from course_lib.data import batches
+    from course_lib.train import fit
+
+    device = args.device
+
     def fresh_model() -> nn.Module:
         torch.manual_seed(args.seed)
-        return TinyAutoencoder(channels=x_cpu.shape[1]).to(device)
+        return model_cls(channels=x_cpu.shape[1]).to(device)
 
     def time_fit(warmup: bool = False) -> float:
         model = fresh_model()
@@ -92,8 +130,6 @@ def run(args) -> dict:
         _sync(device)
         return time.perf_counter() - t0
 
-    loader = DataLoader(TensorDataset(x_cpu), batch_size=batch_size, shuffle=True,
-                        pin_memory=device.type == "cuda")
     variants = {
         "fit": time_fit,
         "loop_batches": lambda warmup=False: _bare_loop(
@@ -105,23 +141,18 @@ def run(args) -> dict:
     # (allocation, lazy initialisation), which would otherwise land on whichever variant runs first.
     for measure in variants.values():
         measure(warmup=True)
-    rounds = args.rounds or (1 if args.fast else 15)
     all_times = {name: [] for name in variants}
     for _ in range(rounds):
         for name, measure in variants.items():
             all_times[name].append(measure())
     timings = {name: sorted(t)[len(t) // 2] for name, t in all_times.items()}
-    model = fresh_model()
     steps_per_s = {k: steps / v for k, v in timings.items()}
     return {
-        "model": f"TinyAutoencoder ({sum(p.numel() for p in model.parameters())} parameters), MSE loss, Adam",
-        "dataset": args.dataset, "dataset_source": data.source, "n_train": int(x_cpu.shape[0]),
-        "batch_size": batch_size, "steps": steps, "timing": f"median wall time of {rounds} interleaved runs",
+        "parameters": sum(p.numel() for p in fresh_model().parameters()),
         "wall_time_s": timings,
         "steps_per_s": steps_per_s,
         "samples_per_s": {k: v * batch_size for k, v in steps_per_s.items()},
-        "rounds": rounds, "wall_time_s_all_rounds": all_times,
         "ratio_fit_over_dataloader": steps_per_s["fit"] / steps_per_s["loop_dataloader"],
         "ratio_batches_over_dataloader": steps_per_s["loop_batches"] / steps_per_s["loop_dataloader"],
-        "bpd": None, "fid": None, "kid": None,  # a speed-only suite
+        "wall_time_s_all_runs": all_times,
     }

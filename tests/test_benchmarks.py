@@ -21,18 +21,19 @@ def test_fit_suite_writes_a_complete_record(tmp_path, dataset="mnist"):
                        "--device", "cpu", "--out-dir", str(tmp_path)])
     assert path.parent == tmp_path
     record = json.loads(path.read_text())
-    for key in ["suite", "model", "dataset", "n_train", "device", "device_summary", "steps", "wall_time_s",
-                "steps_per_s", "samples_per_s", "git_commit", "date", "host_cores", "cpu", "torch",
-                "ratio_fit_over_dataloader", "ratio_batches_over_dataloader"]:
+    for key in ["suite", "model", "dataset", "n_train", "device", "device_summary", "steps", "results",
+                "git_commit", "date", "host_cores", "cpu", "torch", "command"]:
         assert key in record, key
     assert record["suite"] == "fit" and record["dataset"] == dataset and record["steps"] == 4
     assert record["n_train"] == 2000 and record["host_cores"] >= 1
-    assert set(record["steps_per_s"]) == {"fit", "loop_batches", "loop_dataloader"}
-    for name, value in record["steps_per_s"].items():
-        assert value == pytest.approx(4 / record["wall_time_s"][name])
-        assert record["samples_per_s"][name] == pytest.approx(value * record["batch_size"])
-    assert record["ratio_batches_over_dataloader"] == pytest.approx(
-        record["steps_per_s"]["loop_batches"] / record["steps_per_s"]["loop_dataloader"])
+    assert set(record["results"]) == set(record["model"]) == {"conv_autoencoder", "mlp_autoencoder"}
+    for result in record["results"].values():
+        assert set(result["steps_per_s"]) == {"fit", "loop_batches", "loop_dataloader"}
+        for name, value in result["steps_per_s"].items():
+            assert value == pytest.approx(4 / result["wall_time_s"][name])
+            assert result["samples_per_s"][name] == pytest.approx(value * record["batch_size"])
+        assert result["ratio_batches_over_dataloader"] == pytest.approx(
+            result["steps_per_s"]["loop_batches"] / result["steps_per_s"]["loop_dataloader"])
 
 
 def test_suites_are_pluggable_and_unknown_ones_refused():
