@@ -60,7 +60,8 @@ def _cpu_name() -> str:
 
 
 def host_info() -> dict:
-    return {"cpu": _cpu_name(), "host_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
+    return {"hardware": f"{_cpu_name()} CPU, {os.cpu_count()} cores{gpu}", "cpu": _cpu_name(), "host_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__}
 
 

@@ -22,7 +22,7 @@ def test_fit_suite_writes_a_complete_record(tmp_path, dataset="mnist"):
     assert path.parent == tmp_path
     record = json.loads(path.read_text())
     for key in ["suite", "model", "dataset", "n_train", "device", "device_summary", "steps", "results",
-                "git_commit", "date", "host_cores", "cpu", "torch", "command"]:
+                "git_commit", "date", "hardware", "host_cores", "cpu", "torch", "command"]:
         assert key in record, key
     assert record["suite"] == "fit" and record["dataset"] == dataset and record["steps"] == 4
     assert record["n_train"] == 2000 and record["host_cores"] >= 1
