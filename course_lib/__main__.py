@@ -15,7 +15,7 @@ COMMANDS = [
     ("train", "course_lib.cli_models", "train a model (e.g. ddpm) on a data set, with checkpoints and resume"),
     ("sample", "course_lib.cli_models", "draw samples from a trained checkpoint into a PNG grid"),
     ("train-classifier", "course_lib.evaluate_cli", "train the MNIST classifier behind classifier-FID/KID/PR"),
-    ("evaluate", "course_lib.evaluate_cli", "score samples (a .pt tensor or a checkpoint) with FID/KID/PR"),
+    ("evaluate", "course_lib.evaluate_cli", "score samples (a .pt tensor, e.g. from `sample --tensor`) with FID/KID/PR"),
     ("make-exercises", "course_lib.assignments.cli", "write exercises/ from solutions/ (the single source)"),
     ("grade", "course_lib.assignments.cli", "grade a folder or .zip of student submissions"),
 ]
