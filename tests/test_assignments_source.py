@@ -121,11 +121,50 @@ def test_parse_checks_reads_data_and_matches_the_notebook_call():
     (check,) = parse_checks(code, "cell t")
     assert check.function == "f" and check.rtol == 1e-3 and check.forbid == ["scipy.special.rel_entr"]
     assert check.cases[0]["n"] == 3 and check.cases[0]["p"].dtype == np.float64
-    np.testing.assert_array_equal(check.cases[1]["p"], np.random.default_rng(4).dirichlet([1.0] * 3, 2))
+    np.testing.assert_array_equal(check.cases[1]["p"], np.random.default_rng([0, 4]).dirichlet([1.0] * 3, 2))
     assert check.cases[1]["t"].array.dtype == np.float32
+    assert check.drawn == 1  # the second case draws its input at grading time
     # the same call in a notebook runs the function on the same inputs
     outputs = grade_check(lambda p, n, t=None: np.sum(p) * n, cases=[dict(p=[0.5, 0.5], n=3)])
     assert outputs[0][0] == 3.0
+
+
+def test_hidden_inputs_are_drawn_from_the_grading_seed(monkeypatch):
+    """The seed in the source is a stream number: the numbers change with the grader's seed, and the
+    notebook draws exactly what the grader draws when given the same seed ($COURSE_GRADING_SEED)."""
+    code = (
+        "grade_check(f, cases=[dict(x=random_normal(size=(random_integers(2, 9, seed=1), 3), seed=2),"
+        " n=random_integers(0, 10**9, seed=3))])"
+    )
+    draw = lambda seed: parse_checks(code, "cell t", seed=seed)[0].cases[0]  # noqa: E731
+    a, b, a_again = draw(1), draw(2), draw(1)
+    assert isinstance(a["n"], int) and a["x"].shape[1] == 3 and 2 <= a["x"].shape[0] < 9
+    assert a["n"] != b["n"] and a["n"] == a_again["n"]
+    np.testing.assert_array_equal(a["x"], a_again["x"])
+    monkeypatch.setenv("COURSE_GRADING_SEED", "2")
+    from course_lib.assignments.checks import random_integers
+
+    assert random_integers(0, 10**9, seed=3) == b["n"]  # what the solution notebook draws
+    assert parse_checks(code, "cell t")[0].cases[0]["n"] == b["n"]  # no seed given: the variable's
+    monkeypatch.setenv("COURSE_GRADING_SEED", "minus one")
+    with pytest.raises(ValueError, match="COURSE_GRADING_SEED must be a whole number"):
+        random_integers(0, 10, seed=3)
+
+
+def test_sets_without_drawn_inputs_are_reported(tmp_path):
+    nb = json.loads((ROOT / "solutions" / "00_introduction.ipynb").read_text())
+    for cell in nb["cells"]:
+        if cell["metadata"].get("nbgrader", {}).get("grade_id") == "categorical_mle":
+            text = "".join(cell["source"])
+            head = text[: text.index("### BEGIN HIDDEN TESTS")]
+            cell["source"] = head + (
+                "### BEGIN HIDDEN TESTS\nfrom course_lib.assignments import grade_check\n"
+                "grade_check(categorical_mle, cases=[dict(counts=[1, 2])])\n### END HIDDEN TESTS\n"
+            )
+    (tmp_path / "00_introduction.ipynb").write_text(json.dumps(nb))
+    assert load_set(ROOT / "solutions" / "00_introduction.ipynb").warnings == []
+    (warning,) = load_set(tmp_path / "00_introduction.ipynb").warnings
+    assert "categorical_mle" in warning and "hard-code" in warning
 
 
 @pytest.mark.parametrize(

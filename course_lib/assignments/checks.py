@@ -2,30 +2,41 @@
 
 An instructor writes, inside ``### BEGIN HIDDEN TESTS`` of a test cell::
 
-    from course_lib.assignments import grade_check, random_dirichlet, as_tensor
+    from course_lib.assignments import grade_check, random_dirichlet, random_integers
     grade_check(categorical_kl, cases=[
-        dict(p=[0.5, 0.5], q=[0.9, 0.1]),
-        dict(p=random_dirichlet([1.0] * 6, size=4, seed=1), q=random_dirichlet([1.0] * 6, size=4, seed=2)),
+        dict(p=[0.0, 1.0], q=[0.5, 0.5]),                      # a fixed edge case
+        dict(p=random_dirichlet([1.0] * 6, size=4, seed=1),     # drawn at grading time
+             q=random_dirichlet([1.0] * 6, size=(random_integers(2, 5, seed=2), 6), seed=3)),
     ], rtol=1e-6, atol=1e-9, forbid=["scipy.special.rel_entr"])
 
 Each case is the keyword arguments of one call. A value is a Python literal (a number stays a
-number; a list becomes a NumPy array), ``array(x, dtype=...)``, a seeded random array
-(``random_uniform``, ``random_normal``, ``random_integers``, ``random_dirichlet``) or
-``as_tensor(x, dtype=...)`` for a torch tensor (the array is turned into a tensor inside the
-sandbox). ``forbid`` lists dotted names the answer must not use (policy check).
+number; a list becomes a NumPy array), ``array(x, dtype=...)``, a random draw (``random_uniform``,
+``random_normal``, ``random_integers``, ``random_dirichlet``; with no ``size`` a draw is a Python
+number) or ``as_tensor(x, dtype=...)`` for a torch tensor (made inside the sandbox). ``forbid``
+lists dotted names the answer must not use (policy check).
+
+**Hidden inputs are drawn at grading time.** The ``seed=`` of a draw is only a stream number:
+the numbers come from ``default_rng([grading_seed, seed])``, where the grading seed is the one
+the instructor passes to ``grade --seed`` (or ``$COURSE_GRADING_SEED``; see ``grading_seed``).
+``solutions/`` may be public: reading this code tells a student the shapes and the generators,
+not the numbers, and a task scores only when every case matches, drawn ones included.
 
 Two readers of the same text:
 
 * in the solution notebook the call simply runs (``grade_check`` calls the function on every
-  case, so the solution proves that the hidden inputs are valid);
+  case, so the solution proves that the hidden inputs are valid); it draws with
+  ``$COURSE_GRADING_SEED`` (default 0), so ``COURSE_GRADING_SEED=N`` shows the inputs of ``--seed N``;
 * the grader never executes it: ``parse_checks`` reads the call with ``ast`` and evaluates only
-  literals and the generator functions above, then calls the student's and the solution's
-  functions on the same inputs in sandboxed subprocesses and compares their outputs.
+  literals and the generator functions above, with the grading seed, then runs the student's
+  and the solution's functions on the same inputs in sandboxes and compares their outputs in
+  its own process.
 """
 
 from __future__ import annotations
 
 import ast
+import os
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +50,7 @@ __all__ = [
     "random_integers",
     "random_dirichlet",
     "Check",
+    "grading_seed",
     "parse_checks",
     "to_numpy_outputs",
 ]
@@ -59,22 +71,55 @@ def as_tensor(value, dtype="float32") -> TensorInput:
     return TensorInput(np.asarray(value, dtype=dtype))
 
 
-def random_uniform(low=0.0, high=1.0, size=None, seed=0) -> np.ndarray:
-    return np.random.default_rng(seed).uniform(low, high, size)
+SEED_VARIABLE = "COURSE_GRADING_SEED"
+_SEED: ContextVar[int | None] = ContextVar("grading_seed", default=None)
 
 
-def random_normal(size=None, seed=0, loc=0.0, scale=1.0) -> np.ndarray:
-    return np.random.default_rng(seed).normal(loc, scale, size)
+def check_seed(value, where: str) -> int:
+    """A grading seed as an int >= 0, or a ValueError naming ``where`` it came from and the fix."""
+    try:
+        seed = int(value)
+    except (TypeError, ValueError):
+        seed = -1
+    if seed < 0 or str(value).strip() != str(seed):
+        raise ValueError(f"{where} must be a whole number >= 0 (got {value!r}), e.g. {where}=20261201")
+    return seed
 
 
-def random_integers(low, high, size=None, seed=0, dtype="int64") -> np.ndarray:
+def grading_seed() -> int:
+    """The seed hidden inputs are drawn from: the grader's while it reads checks, else $COURSE_GRADING_SEED, else 0."""
+    seed = _SEED.get()
+    if seed is not None:
+        return seed
+    value = os.environ.get(SEED_VARIABLE, "").strip()
+    return check_seed(value, SEED_VARIABLE) if value else 0
+
+
+def _rng(stream) -> np.random.Generator:
+    return np.random.default_rng([grading_seed(), check_seed(stream, "the seed of a random_* draw")])
+
+
+def _number(values: np.ndarray, size):
+    """A draw with no ``size`` is a plain Python number (so it can be a scalar argument or a size)."""
+    return values.item() if size is None else values
+
+
+def random_uniform(low=0.0, high=1.0, size=None, seed=0):
+    return _number(np.asarray(_rng(seed).uniform(low, high, size)), size)
+
+
+def random_normal(size=None, seed=0, loc=0.0, scale=1.0):
+    return _number(np.asarray(_rng(seed).normal(loc, scale, size)), size)
+
+
+def random_integers(low, high, size=None, seed=0, dtype="int64"):
     """Integers in [low, high) (high excluded, like ``range``)."""
-    return np.random.default_rng(seed).integers(low, high, size).astype(dtype)
+    return _number(np.asarray(_rng(seed).integers(low, high, size)).astype(dtype), size)
 
 
 def random_dirichlet(alpha, size=None, seed=0) -> np.ndarray:
     """Probability vectors along the last axis: shape ``size + (len(alpha),)``."""
-    return np.random.default_rng(seed).dirichlet(alpha, size)
+    return _rng(seed).dirichlet(alpha, size)
 
 
 GENERATORS = {
@@ -104,6 +149,7 @@ class Check:
     rtol: float = 1e-6
     atol: float = 1e-8
     forbid: list[str] = field(default_factory=list)
+    drawn: int = 0  # cases with at least one input drawn at grading time
 
 
 def to_numpy_outputs(value) -> list[np.ndarray]:
@@ -190,38 +236,53 @@ def _evaluate(node: ast.AST, where: str):
         ) from None
 
 
-def parse_checks(code: str, where: str) -> list[Check]:
-    """The ``grade_check`` calls of a hidden-tests region, read without executing anything."""
-    checks = []
-    for stmt in ast.parse(code).body:
-        if isinstance(stmt, (ast.Import, ast.ImportFrom)):
-            continue
-        call = stmt.value if isinstance(stmt, ast.Expr) else None
-        if not (
-            isinstance(call, ast.Call)
-            and isinstance(call.func, ast.Name)
-            and call.func.id == "grade_check"
-            and call.args
-            and isinstance(call.args[0], ast.Name)
-        ):
-            raise ValueError(
-                f"{where}, line {stmt.lineno}: a hidden-tests region may only hold imports and "
-                "`grade_check(function_name, cases=[...])` calls"
-            )
-        kwargs = {k.arg: _evaluate(k.value, where) for k in call.keywords}
-        cases = _evaluate(call.args[1], where) if len(call.args) > 1 else kwargs.pop("cases", None)
-        if not cases or not all(isinstance(c, dict) for c in cases):
-            raise ValueError(f"{where}, line {stmt.lineno}: `cases` must be a non-empty list of dict(...)")
-        unknown = set(kwargs) - {"rtol", "atol", "forbid"}
-        if unknown:
-            raise ValueError(f"{where}, line {stmt.lineno}: unknown grade_check option(s) {sorted(unknown)}")
-        checks.append(
-            Check(
-                call.args[0].id,
-                [{k: normalise_input(v) for k, v in c.items()} for c in cases],
-                float(kwargs.get("rtol", 1e-6)),
-                float(kwargs.get("atol", 1e-8)),
-                list(kwargs.get("forbid", [])),
-            )
+def parse_checks(code: str, where: str, seed: int | None = None) -> list[Check]:
+    """The ``grade_check`` calls of a hidden-tests region, read without executing anything.
+
+    Draws use ``seed`` (the grading seed) when given, else ``grading_seed()``.
+    """
+    token = _SEED.set(seed)
+    try:
+        body = ast.parse(code).body
+        return [_parse_call(s, where) for s in body if not isinstance(s, (ast.Import, ast.ImportFrom))]
+    finally:
+        _SEED.reset(token)
+
+
+def _is_draw(node: ast.AST) -> bool:
+    return any(
+        isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id.startswith("random_")
+        for n in ast.walk(node)
+    )
+
+
+def _parse_call(stmt: ast.stmt, where: str) -> Check:
+    call = stmt.value if isinstance(stmt, ast.Expr) else None
+    if not (
+        isinstance(call, ast.Call)
+        and isinstance(call.func, ast.Name)
+        and call.func.id == "grade_check"
+        and call.args
+        and isinstance(call.args[0], ast.Name)
+    ):
+        raise ValueError(
+            f"{where}, line {stmt.lineno}: a hidden-tests region may only hold imports and "
+            "`grade_check(function_name, cases=[...])` calls"
         )
-    return checks
+    nodes = {k.arg: k.value for k in call.keywords}
+    cases_node = call.args[1] if len(call.args) > 1 else nodes.pop("cases", None)
+    unknown = set(nodes) - {"rtol", "atol", "forbid"}
+    if unknown:
+        raise ValueError(f"{where}, line {stmt.lineno}: unknown grade_check option(s) {sorted(unknown)}")
+    kwargs = {k: _evaluate(v, where) for k, v in nodes.items()}
+    cases = _evaluate(cases_node, where) if cases_node is not None else None
+    if not cases or not all(isinstance(c, dict) for c in cases):
+        raise ValueError(f"{where}, line {stmt.lineno}: `cases` must be a non-empty list of dict(...)")
+    return Check(
+        call.args[0].id,
+        [{k: normalise_input(v) for k, v in c.items()} for c in cases],
+        float(kwargs.get("rtol", 1e-6)),
+        float(kwargs.get("atol", 1e-8)),
+        list(kwargs.get("forbid", [])),
+        drawn=sum(_is_draw(c) for c in getattr(cases_node, "elts", [])),
+    )

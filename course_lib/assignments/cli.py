@@ -40,6 +40,13 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         "--workers", type=int, default=os.cpu_count(), help="parallel submissions (default: all cores)"
     )
     parser.add_argument("--force", action="store_true", help="regrade students that already have a result")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="grading seed the hidden inputs are drawn from (default: $COURSE_GRADING_SEED, else one "
+        "drawn on the first run and kept in RESULTS/.grader/seed); keep it private until grades are out",
+    )
     defaults = Limits()
     parser.add_argument(
         "--cell-timeout",
@@ -78,7 +85,10 @@ def _run(name: str, args: argparse.Namespace) -> int:
         exercises = args.exercises or _default_dir("exercises")
         stale = []
         for path in find_sets(solutions):
-            text = make_exercise_text(load_set(path))
+            exercise_set = load_set(path)
+            for warning in exercise_set.warnings:
+                print(f"warning: {warning}")
+            text = make_exercise_text(exercise_set)
             target = exercises / path.name
             if target.exists() and target.read_text(encoding="utf-8") == text:
                 continue
@@ -93,10 +103,15 @@ def _run(name: str, args: argparse.Namespace) -> int:
         return 0
 
     from course_lib.assignments.results import grade_folder
+    from course_lib.assignments.state import resolve_seed
 
     if not args.submissions.exists():
         raise ValueError(f"{args.submissions} does not exist: give a folder of submissions or a .zip of one")
-    exercise_set = load_set(find_set(args.set, solutions))
+    seed, origin = resolve_seed(args.out, args.seed)
+    exercise_set = load_set(find_set(args.set, solutions), seed=seed)
+    print(f"hidden inputs drawn with the grading seed from {origin}")
+    for warning in exercise_set.warnings:
+        print(f"warning: {warning}")
     limits = Limits(cell_timeout=args.cell_timeout, timeout=args.timeout, memory_mb=args.memory_mb)
     records = grade_folder(
         exercise_set, args.submissions, args.out, workers=args.workers, limits=limits, force=args.force

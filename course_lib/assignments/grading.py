@@ -31,7 +31,7 @@ from course_lib.assignments.source import ExerciseSet
 from course_lib.assignments.submissions import InvalidNotebook, Submission, answer_sources, read_cells
 
 STATUS_ORDER = ["invalid-notebook", "policy", "timeout", "memory", "error", "ok"]
-_REFERENCE_CACHE: dict[str, list[dict]] = {}
+_REFERENCE_CACHE: dict[tuple[str, int], list[dict]] = {}
 
 
 def _calls(exercise_set: ExerciseSet) -> list[tuple[str, list[dict]]]:
@@ -50,8 +50,9 @@ def rebuild(exercise_set: ExerciseSet, answers: dict[str, str]) -> list[dict]:
 
 
 def reference_outputs(exercise_set: ExerciseSet, limits: Limits) -> list[dict]:
-    """The solution's outputs per call, computed once per source file (cached by its hash)."""
-    if exercise_set.sha256 not in _REFERENCE_CACHE:
+    """The solution's outputs per call on the drawn inputs, once per source file and grading seed."""
+    key = (exercise_set.sha256, exercise_set.seed)
+    if key not in _REFERENCE_CACHE:
         answers = {c.grade_id: c.source for c in exercise_set.cells if c.kind == "answer"}
         result = run_job(rebuild(exercise_set, answers), _calls(exercise_set), limits)
         problems = [f"cell {cid}: {r['message']}" for cid, r in result.cells.items() if r["status"] != "ok"]
@@ -66,8 +67,8 @@ def reference_outputs(exercise_set: ExerciseSet, limits: Limits) -> list[dict]:
                 + ("; ".join(problems) or "timed out")
                 + f"\n{result.log_tail}"
             )
-        _REFERENCE_CACHE[exercise_set.sha256] = result.outputs
-    return _REFERENCE_CACHE[exercise_set.sha256]
+        _REFERENCE_CACHE[key] = result.outputs
+    return _REFERENCE_CACHE[key]
 
 
 def compare(got: dict | None, ref: dict, n_cases: int, rtol: float, atol: float) -> str | None:
@@ -137,6 +138,7 @@ def grade_submission(
         "student": sub.student,
         "set": exercise_set.name,
         "source_sha256": exercise_set.sha256,
+        "seed": exercise_set.seed,
         "submission": str(sub.path) if sub.path else None,
         "submission_sha256": file_sha256(sub.path) if sub.path else None,
         "max": exercise_set.max_points,

@@ -8,8 +8,9 @@ Files in RESULTS (all written by this process only, each atomically: temp file +
   or produced in this run), so a submission that finds and edits the results folder changes
   nothing: files that differ from the records are rewritten and reported.
 
-A rerun skips a student whose JSON exists for the same source and the same submission bytes,
-unless ``force``; so an interrupted run loses nothing.
+A rerun skips a student whose JSON exists for the same source, grading seed and submission bytes
+and carries a valid signature (``state.sign``: HMAC under a key in ``RESULTS/.grader/``), unless
+``force``; so an interrupted run loses nothing, and a forged record is simply graded again.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from course_lib.assignments.feedback import render
 from course_lib.assignments.grading import file_sha256, grade_submission, reference_outputs
 from course_lib.assignments.sandbox import Limits
 from course_lib.assignments.source import ExerciseSet
+from course_lib.assignments.state import load_key, sign, verify
 from course_lib.assignments.submissions import Submission, open_submissions
 
 
@@ -42,15 +44,18 @@ def _record_text(record: dict) -> str:
     return json.dumps(record, indent=1, sort_keys=True) + "\n"
 
 
-def _previous(out: Path, sub: Submission, exercise_set: ExerciseSet) -> dict | None:
-    """The stored record of this student if it is for the same source and submission bytes."""
+def _previous(out: Path, sub: Submission, exercise_set: ExerciseSet, key: bytes) -> dict | None:
+    """The stored record of this student if this grader signed it, for the same source, seed and bytes."""
     try:
         record = json.loads((out / f"{sub.student}.json").read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not verify(key, record):
         return None
     current = file_sha256(sub.path) if sub.path else None
     if (
         record.get("source_sha256") == exercise_set.sha256
+        and record.get("seed") == exercise_set.seed
         and record.get("submission_sha256") == current
         and record.get("student") == sub.student
     ):
@@ -81,6 +86,7 @@ def _internal_error(sub: Submission, exercise_set: ExerciseSet, exc: BaseExcepti
         "student": sub.student,
         "set": exercise_set.name,
         "source_sha256": exercise_set.sha256,
+        "seed": exercise_set.seed,
         "submission": str(sub.path),
         "submission_sha256": None,
         "max": exercise_set.max_points,
@@ -113,9 +119,10 @@ def grade_folder(
             "run the grader as an unprivileged user or in a container (docs/grading.md)"
         )
     out.mkdir(parents=True, exist_ok=True)
+    key = load_key(out)
     with tempfile.TemporaryDirectory(prefix="course-submissions-") as unpacked:
         subs = open_submissions(Path(submissions), exercise_set.name, Path(unpacked) / "zip")
-        done = {} if force else {s.student: r for s in subs if (r := _previous(out, s, exercise_set))}
+        done = {} if force else {s.student: r for s in subs if (r := _previous(out, s, exercise_set, key))}
         todo = [s for s in subs if s.student not in done]
         log(
             f"{len(subs)} submission(s) of {exercise_set.name}: {len(done)} already graded, "
@@ -134,6 +141,7 @@ def grade_folder(
                 t0 = time.perf_counter()
                 write_atomic(out / f"{sub.student}.feedback.md", render(record, order))
                 record["timings"]["write_s"] = time.perf_counter() - t0
+                record = sign(key, record)
                 write_atomic(out / f"{sub.student}.json", _record_text(record))
                 records[sub.student] = record
                 log(f"  {sub.student}: {record['total']:g}/{record['max']:g} {record['status']}")

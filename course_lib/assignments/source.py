@@ -22,7 +22,7 @@ from pathlib import Path
 
 import nbformat
 
-from course_lib.assignments.checks import Check, parse_checks
+from course_lib.assignments.checks import Check, grading_seed, parse_checks
 from course_lib.assignments.markers import (
     BEGIN_SOLUTION,
     CODE_STUB,
@@ -74,6 +74,8 @@ class ExerciseSet:
     allowed_imports: list[str]
     sha256: str  # of the source file: a grade is only reused for the same source
     notebook: nbformat.NotebookNode = field(repr=False)
+    seed: int = 0  # the grading seed the hidden inputs were drawn with
+    warnings: list[str] = field(default_factory=list)  # weaknesses of the set, for its author
 
     @property
     def answer_ids(self) -> list[str]:
@@ -89,9 +91,13 @@ def _nbgrader(cell) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
-def load_set(path: str | Path) -> ExerciseSet:
-    """Read and validate a source notebook; errors name the cell (by grade_id) and the fix."""
+def load_set(path: str | Path, seed: int | None = None) -> ExerciseSet:
+    """Read and validate a source notebook; errors name the cell (by grade_id) and the fix.
+
+    Hidden inputs are drawn with ``seed`` (default: ``grading_seed()``, i.e. $COURSE_GRADING_SEED or 0).
+    """
     path = Path(path)
+    seed = grading_seed() if seed is None else seed
     raw = path.read_bytes()
     nb = nbformat.reads(raw.decode("utf-8"), as_version=4)
     cells, tasks, seen, defined_in = [], [], set(), {}
@@ -115,7 +121,7 @@ def load_set(path: str | Path) -> ExerciseSet:
                 if isinstance(stmt, ast.FunctionDef):
                     defined_in[stmt.name] = gid
         elif meta.get("grade"):
-            checks = parse_checks(hidden_region(cell.source, where), where)
+            checks = parse_checks(hidden_region(cell.source, where), where, seed)
             points = float(meta.get("points", 0))
             if points > 0 and not checks:
                 raise ValueError(
@@ -137,7 +143,15 @@ def load_set(path: str | Path) -> ExerciseSet:
             if defined_in[check.function] not in task.answer_ids:
                 task.answer_ids.append(defined_in[check.function])
     allowed = nb.metadata.get("course", {}).get("allowed_imports", DEFAULT_ALLOWED_IMPORTS)
-    return ExerciseSet(path, path.stem, cells, tasks, list(allowed), hashlib.sha256(raw).hexdigest(), nb)
+    warnings = [
+        f"{path.name}, test cell {task.grade_id}: no case of grade_check({check.function}, ...) draws an "
+        "input at grading time (random_*(...)); a student who reads the source can hard-code its outputs"
+        for task in tasks
+        for check in task.checks
+        if not check.drawn
+    ]
+    digest = hashlib.sha256(raw).hexdigest()
+    return ExerciseSet(path, path.stem, cells, tasks, list(allowed), digest, nb, seed, warnings)
 
 
 def make_exercise_text(exercise_set: ExerciseSet) -> str:
