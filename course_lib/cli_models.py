@@ -6,9 +6,14 @@
     python -m course_lib train --model ddpm --data mnist --steps 40000 --out runs/ddpm --resume
     python -m course_lib sample --checkpoint runs/ddpm/checkpoint.pt --n 64 --out samples.png
 
+    python -m course_lib train --model gan_mlp --data moons --steps 3000 --lr 1e-3 --option k=2 --out runs/gan
+
 ``train`` writes ``OUT/checkpoint.pt`` (every ``--checkpoint-every`` steps and at the end),
 ``OUT/history.json`` (the loss curves, speed and provenance) and ``OUT/samples.png`` (a grid
-from the EMA model). The checkpoint records the model name, its build options and the data
+from the EMA model, for models that can sample). The data stay as stored (uint8 images) on the
+device; the model's own ``preprocess`` converts each batch, and its own ``train_step`` and
+optimizers decide how it trains (``course_lib.contract``), so one command trains every zoo model,
+two-player ones included. The checkpoint records the model name, its build options and the data
 shape, so ``sample`` can rebuild the model on any device from the file alone.
 """
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 import torch
 
 from course_lib.checkpoint import CheckpointError, load_checkpoint
+from course_lib.contract import can_sample, hook
 from course_lib.runtime import device_summary, get_device, seed_everything
 
 __all__ = ["add_arguments", "run"]
@@ -46,6 +52,7 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         arg("--checkpoint-every", type=int, default=500)
         arg("--log-every", type=int, default=50)
         arg("--sample-n", type=int, default=64, help="images in the final samples.png")
+        arg("--amp", action="store_true", help="bf16 autocast for the forward passes (CUDA only)")
     else:
         arg("--checkpoint", required=True, type=Path, help="checkpoint.pt written by `train`")
         arg("--out", required=True, type=Path, help="PNG file for the sample grid")
@@ -53,7 +60,8 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         arg("--label", type=int, default=None,
             help="conditional models: class of every sample (default: classes 0, 1, 2, ... in turn)")
         arg("--no-ema", action="store_true", help="use the raw weights instead of the EMA")
-        arg("--tensor", type=Path, default=None, help="also save the samples as a .pt tensor")
+        arg("--tensor", type=Path, default=None,
+            help="also save the samples as a .pt tensor (images as uint8, what `evaluate` scores)")
     arg("--device", default="auto", help="auto, cpu, cuda, mps (COURSE_DEVICE overrides auto)")
     arg("--seed", type=int, default=0)
 
@@ -61,7 +69,7 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
 def run(name: str, args) -> int:
     try:
         return _train(args) if name == "train" else _sample(args)
-    except (CheckpointError, ValueError, TypeError, FloatingPointError) as exc:
+    except (CheckpointError, ValueError, TypeError, KeyError, FloatingPointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
@@ -80,7 +88,7 @@ def _parse_options(pairs: list[str]) -> dict:
 
 
 def _train(args) -> int:
-    from course_lib.data import load_dataset, to_signed
+    from course_lib.data import load_dataset
     from course_lib.train import fit
     from course_lib.zoo import build_model
 
@@ -90,8 +98,7 @@ def _train(args) -> int:
             f"{args.out} already holds a checkpoint; pass --resume to continue it or choose another --out"
         )
     data = load_dataset(args.data, "train", n=args.n, seed=args.seed)
-    # Images (uint8) go to the models' range [-1, 1]; 2D toy points stay as they are.
-    x = to_signed(data.x) if data.x.dtype == torch.uint8 else data.x
+    x = data.x  # as stored: uint8 images (the model's preprocess converts each batch) or 2D points
     num_classes = None
     if args.conditional:
         num_classes = len(data.classes) if data.classes else int(data.y.max()) + 1
@@ -113,7 +120,7 @@ def _train(args) -> int:
             model, (x, data.y) if args.conditional else x, steps=args.steps, batch_size=args.batch_size,
             lr=args.lr, device=device, grad_clip=args.grad_clip or None, ema_decay=args.ema or None,
             log_every=args.log_every, checkpoint_path=ckpt_path, checkpoint_every=args.checkpoint_every,
-            resume=args.resume, config=config, seed=args.seed,
+            resume=args.resume, config=config, seed=args.seed, amp=args.amp,
         )
     except KeyboardInterrupt:
         print(f"\ninterrupted; the last checkpoint is {ckpt_path}: continue with --resume", file=sys.stderr)
@@ -122,11 +129,17 @@ def _train(args) -> int:
                "device": device_summary(device), "config": config,
                "history": result.history, "eval_history": result.eval_history}
     (args.out / "history.json").write_text(json.dumps(summary, indent=1))
-    net = result.ema if result.ema is not None else model
-    samples = _draw(net, args.sample_n, num_classes, None, args.seed, device)
-    _save_picture(samples, args.out / "samples.png", nrow=num_classes)
-    print(f"step {result.step}: loss {result.history['loss'][-1]:.4g}, {result.steps_per_s:.1f} steps/s; "
-          f"wrote {ckpt_path}, {args.out / 'history.json'}, {args.out / 'samples.png'}")
+    written = [ckpt_path, args.out / "history.json"]
+    if can_sample(model):
+        net = result.ema if result.ema is not None else model
+        samples = _draw(net, args.sample_n, num_classes, None, args.seed, device)
+        _save_picture(samples, args.out / "samples.png", nrow=num_classes)
+        written.append(args.out / "samples.png")
+    else:
+        print(f"{type(model).__name__} cannot sample on its own: no samples.png")
+    last = {k: f"{v[-1]:.4g}" for k, v in result.history.items() if k != "step" and v}
+    print(f"step {result.step}: {', '.join(f'{k} {v}' for k, v in last.items())}; "
+          f"{result.steps_per_s:.1f} steps/s; wrote {', '.join(map(str, written))}")
     return 0
 
 
@@ -142,6 +155,9 @@ def _sample(args) -> int:
         )
     shape, num_classes = tuple(config["image_shape"]), config["num_classes"]
     model = build_model(config["model"], shape, num_classes, **config["options"])
+    if not can_sample(model):
+        raise ValueError(f"{config['model']} ({type(model).__name__}) cannot draw samples on its own "
+                         "(e.g. a VQ-VAE's first stage needs a prior over its codes)")
     use_ema = not args.no_ema and config["fit"]["ema_decay"] is not None
     load_checkpoint(args.checkpoint, model, map_location=device, ema=use_ema)
     model.to(device).eval()
@@ -156,7 +172,9 @@ def _sample(args) -> int:
 
 
 def _draw(model, n: int, num_classes: int | None, label: int | None, seed: int, device) -> torch.Tensor:
-    """n samples on the CPU; conditional models get class `label`, or the classes in turn."""
+    """n samples on the CPU, through the model's ``postprocess`` (images as uint8); conditional models get
+    class `label`, or the classes in turn."""
+
     seed_everything(seed)
     y = None
     if num_classes:
@@ -166,7 +184,7 @@ def _draw(model, n: int, num_classes: int | None, label: int | None, seed: int, 
         if label is not None:
             y = torch.full_like(y, label)
     with torch.no_grad():
-        return model.sample(n, y).detach().float().cpu()
+        return hook(model, "postprocess")(model.sample(n, y)).detach().cpu()
 
 
 def _save_picture(samples: torch.Tensor, path: Path, nrow: int | None = None) -> None:
@@ -183,4 +201,4 @@ def _save_picture(samples: torch.Tensor, path: Path, nrow: int | None = None) ->
     else:
         from course_lib.plotting import save_grid_png
 
-        save_grid_png(samples, path, nrow=nrow, value_range=(-1, 1), scale=max(1, 64 // samples.shape[-1]))
+        save_grid_png(samples, path, nrow=nrow, scale=max(1, 64 // samples.shape[-1]))

@@ -5,8 +5,9 @@ imported only when that model is built. A builder has the signature::
 
     build(image_shape: tuple[int, ...], num_classes: int | None, **options) -> nn.Module
 
-and returns a model with ``loss(x, y=None) -> dict`` and ``sample(n, y=None)`` (see
-``course_lib.train``). Anything not in ``MODELS`` may be given directly as
+and returns a model that follows the training contract of ``course_lib.contract``: it defines
+``loss(x, y=None) -> dict`` or its own ``train_step`` (a GAN), and ``sample(n, y=None)`` if it
+can sample (a VQ-VAE's first stage or a CycleGAN cannot; ``sample`` then says so). Anything not in ``MODELS`` may be given directly as
 ``"package.module:function"``, so an instructor or a test can plug in their own model::
 
     model = build_model("ddpm", (1, 28, 28), num_classes=10, base_channels=64)
@@ -19,10 +20,13 @@ from collections.abc import Callable
 
 from torch import nn
 
+from course_lib.contract import is_trainable
+
 __all__ = ["MODELS", "resolve_builder", "build_model"]
 
 MODELS: dict[str, str] = {
     "ddpm": "course_lib.diffusion.model:build_ddpm",
+    "gan_mlp": "course_lib.gan.mlp:build_mlp_gan",
 }
 
 
@@ -52,9 +56,7 @@ def build_model(
 ) -> nn.Module:
     """Build a model by zoo name or ``"package.module:function"``; ``options`` go to the builder."""
     model = resolve_builder(name)(tuple(image_shape), num_classes, **options)
-    missing = [m for m in ("loss", "sample") if not callable(getattr(model, m, None))]
-    if missing:
-        raise TypeError(
-            f"model {name!r} ({type(model).__name__}) lacks the method(s) {missing} that fit and sample need"
-        )
+    if not is_trainable(model):
+        raise TypeError(f"model {name!r} ({type(model).__name__}) defines neither loss() nor train_step(), "
+                        "so fit cannot train it (see course_lib.contract)")
     return model

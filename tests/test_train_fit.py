@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # the helper module train_models
 import train_models  # noqa: E402
 
 from course_lib.checkpoint import load_checkpoint  # noqa: E402
-from course_lib.train import NonFiniteLossError, ema_update, fit  # noqa: E402
+from course_lib.train import EMA, NonFiniteLossError, fit  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -31,11 +31,11 @@ def _state(result, model):
 def test_resume_after_sigkill_is_bit_for_bit(tmp_path):
     ckpt = tmp_path / "run.pt"
     child = subprocess.run(
-        [sys.executable, train_models.__file__, "--checkpoint", str(ckpt), "--kill-at", "9"],
+        [sys.executable, train_models.__file__, "--checkpoint", str(ckpt), "--kill-at", "10"],
         capture_output=True, text=True, timeout=120,
     )
     assert child.returncode == -signal.SIGKILL, child.stderr
-    assert load_checkpoint(ckpt)["step"] == 9  # killed right after the checkpoint at step 9
+    assert load_checkpoint(ckpt)["step"] == 9  # killed in step 10, after the checkpoint at step 9
 
     x, y = train_models.make_data()
     resumed_model = train_models.new_model()
@@ -120,14 +120,25 @@ def test_ema_matches_closed_form():
     assert not torch.allclose(result.ema.weight.double(), snapshots[-1])  # EMA lags the weights
 
 
-def test_ema_update_copies_buffers():
-    a, b = nn.BatchNorm1d(2), nn.BatchNorm1d(2)
+def test_ema_copies_state_buffers_but_not_constants():
+    class Net(nn.BatchNorm1d):
+        def __init__(self):
+            super().__init__(2)
+            self.register_buffer("schedule", torch.zeros(3), persistent=False)  # a constant
+
+    b = Net()
+    ema = EMA(b, decay=0.75)
     b.running_mean.fill_(3.0)
+    b.schedule.fill_(5.0)  # changed behind the EMA's back: a constant is never copied
     with torch.no_grad():
-        b.weight.fill_(2.0)  # a.weight is 1
-    ema_update(a, b, decay=0.75)
-    torch.testing.assert_close(a.weight, torch.full((2,), 0.75 * 1 + 0.25 * 2))
-    torch.testing.assert_close(a.running_mean, torch.full((2,), 3.0))
+        b.weight.fill_(2.0)  # the copy's weight is 1
+    ema.update()
+    torch.testing.assert_close(ema.module.weight, torch.full((2,), 0.75 * 1 + 0.25 * 2))
+    torch.testing.assert_close(ema.module.running_mean, torch.full((2,), 3.0))
+    assert ema.module.num_batches_tracked.dtype == torch.long  # integer state is copied too
+    torch.testing.assert_close(ema.module.schedule, torch.zeros(3))
+    with pytest.raises(ValueError, match="ema_decay must be in"):
+        EMA(b, decay=1.5)
 
 
 class Quadratic(nn.Module):
@@ -202,29 +213,6 @@ def test_sampling_does_not_change_training():
     fit(m1, (x, y), **settings)
     fit(m2, (x, y), sample_every=3, eval_fn=lambda m: float(m.sample(4).mean()), eval_every=2, **settings)
     assert torch.equal(m1.net[0].weight, m2.net[0].weight)
-
-
-def test_step_fn_drives_the_optimisation(tmp_path):
-    model = Quadratic(scale=1.0)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    unused = torch.optim.Adam([nn.Parameter(torch.zeros(1))])  # stands in for a second player's optimizer
-    calls = []
-
-    def step_fn(m, batch, step):
-        calls.append((step, batch.shape[0]))
-        opt.zero_grad()
-        loss = m.loss(batch)["loss"]
-        loss.backward()
-        opt.step()
-        return {"loss": loss.item(), "half": 0.5}
-
-    result = fit(model, torch.zeros(10, 1), steps=4, batch_size=5, step_fn=step_fn,
-                 optimizer={"G": opt, "D": unused}, checkpoint_path=tmp_path / "gan.pt", log_every=2,
-                 device="cpu", progress=False)
-    assert calls == [(1, 5), (2, 5), (3, 5), (4, 5)]
-    assert set(load_checkpoint(tmp_path / "gan.pt")["optimizer"]) == {"G", "D"}
-    assert result.history["half"] == [0.5, 0.5] and "grad_norm" not in result.history
-    torch.testing.assert_close(model.w.detach(), torch.tensor([3.0, -4.0]) * 0.8**4)  # w <- w - 0.1 * 2w
 
 
 def test_bad_model_output_is_a_clear_error():

@@ -2,8 +2,8 @@
 
 ``build_tiny`` follows the model-zoo builder contract, so the CLI test can train it with
 ``--model train_models:build_tiny``. Run as a script, this module trains the tiny model with
-checkpoints and kills its own process with SIGKILL right after the checkpoint at step
-``--kill-at`` is written (used by the resume test).
+checkpoints and kills its own process with SIGKILL at the end of step ``--kill-at``, before that
+step's checkpoint would be written (used by the resume test).
 """
 from __future__ import annotations
 
@@ -77,9 +77,9 @@ def new_model():
     return TinyDenoiser((1, 2, 2), num_classes=3)
 
 
-def _kill_after_checkpoint(kill_at):
+def _kill_at(kill_at):
     def callback(result):
-        if result.step == kill_at:  # the checkpoint at this step has just been written
+        if result.step == kill_at:  # callbacks run before the step's checkpoint: the work since the last one is lost
             os.kill(os.getpid(), signal.SIGKILL)
 
     return callback
@@ -92,5 +92,5 @@ if __name__ == "__main__":
     args = parser.parse_args()
     torch.set_num_threads(1)
     fit(new_model(), make_data(), checkpoint_path=args.checkpoint, device="cpu",
-        callbacks=[_kill_after_checkpoint(args.kill_at)], **RESUME_RUN)
+        callbacks=[_kill_at(args.kill_at)], **RESUME_RUN)
     raise SystemExit("the run was not killed: the kill step was never reached")

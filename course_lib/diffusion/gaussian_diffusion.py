@@ -97,8 +97,10 @@ class GaussianDiffusion(nn.Module):
         buffers["reverse_variance"] = reverse_variance
         buffers["reverse_log_variance"] = reverse_variance.log()
 
+        # Non-persistent: constants of the schedule, rebuilt from (schedule, T) and left out of
+        # state_dict, so checkpoints hold only what training changes and the EMA never copies them.
         for name, value in buffers.items():
-            self.register_buffer(name, value.float())
+            self.register_buffer(name, value.float(), persistent=False)
 
     # ----------------------------------------------------------------------------------- helpers
     def _at(self, buffer: Tensor, t: Tensor, x: Tensor) -> Tensor:

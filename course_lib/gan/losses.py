@@ -1,0 +1,36 @@
+"""The GAN losses of the lecture, written on discriminator logits l (D(x) = sigmoid(l)).
+
+The value function of the two-player game (Goodfellow et al. 2014, eq. 1)::
+
+    V(D, G) = E_x[log D(x)] + E_z[log(1 - D(G(z)))]      D maximises V, G minimises it
+
+With -log sigmoid(l) = softplus(-l) and -log(1 - sigmoid(l)) = softplus(l), every loss below is
+a mean of softplus terms: exact in float32 where log(sigmoid(l)) underflows for large |l|.
+All functions take logits of shape [N] or [N, 1] and return a scalar.
+"""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["discriminator_loss", "generator_loss_saturating", "generator_loss_non_saturating"]
+
+
+def discriminator_loss(logits_real: Tensor, logits_fake: Tensor) -> Tensor:
+    """-V(D, G): -E log D(x) - E log(1 - D(G(z))) = E softplus(-l_real) + E softplus(l_fake)."""
+    return F.softplus(-logits_real).mean() + F.softplus(logits_fake).mean()
+
+
+def generator_loss_saturating(logits_fake: Tensor) -> Tensor:
+    """The minimax generator loss E log(1 - D(G(z))) = -E softplus(l_fake).
+
+    Its gradient vanishes when D confidently rejects the fakes (l_fake -> -inf), which is the
+    situation early in training: the "saturation" the lecture warns about.
+    """
+    return -F.softplus(logits_fake).mean()
+
+
+def generator_loss_non_saturating(logits_fake: Tensor) -> Tensor:
+    """The heuristic generator loss -E log D(G(z)) = E softplus(-l_fake): same fixed point, strong
+    gradients when D rejects the fakes (Goodfellow et al. 2014, section 3)."""
+    return F.softplus(-logits_fake).mean()
