@@ -120,6 +120,13 @@ def variants_a():
         "from scipy.special import rel_entr\n\n"
         "def categorical_kl(p, q):\n    return rel_entr(p, q).sum(-1)\n",
     )
+    v["bang_bypass"] = with_answer(  # issue 16: an unparseable first line hid the rest from the check
+        "answer_categorical_kl",
+        "!x\nimport os\nexec(open(os.environ.get('SOLUTION', 'solutions/00_introduction.ipynb')).read())\n",
+    )
+    v["cell_magic_time"] = with_answer(
+        "answer_categorical_kl", "%%time\n" + source_of(solution_nb(), "answer_categorical_kl")
+    )
     v["invalid_json"] = '{"cells": [ this is not json'
     v["not_a_notebook"] = '{"hello": "world"}'
     v["empty"] = ""
@@ -167,6 +174,8 @@ EXPECTED_A = {
         "policy",
         {"categorical_kl": "scipy.special.rel_entr", "cross_entropy": "rel_entr"},
     ),
+    "bang_bypass": (0, "policy", {"categorical_kl": "imports `os`"}),
+    "cell_magic_time": (10, "ok", {}),
     "invalid_json": (0, "invalid-notebook", {"categorical_kl": "not valid JSON"}),
     "not_a_notebook": (0, "invalid-notebook", {"categorical_kl": "not a Jupyter notebook"}),
     "empty": (0, "invalid-notebook", {"categorical_kl": "empty"}),

@@ -16,7 +16,7 @@ from course_lib.assignments.markers import (
     strip_magics,
     strip_solution,
 )
-from course_lib.assignments.policy import check_policy
+from course_lib.assignments.policy import check_policy, syntax_errors
 from course_lib.assignments.source import find_sets, load_set, make_exercise_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,9 +107,36 @@ def test_hidden_region_and_strip_hidden():
     assert hidden_region(src) == "grade_check(f, cases=[dict(x=3)])"
 
 
-def test_magics_become_pass():
+def test_magics_become_plain_python_and_cell_magics_keep_the_answer():
     removed = "pass  # IPython line magic removed by the grader"
     assert strip_magics("%matplotlib inline\nx = 1\n  !ls") == f"{removed}\nx = 1\n  {removed}"
+    timed = strip_magics("%%time\ndef f(x):\n    %time y = 2 * x\n    return y")
+    assert timed.splitlines()[1:] == ["def f(x):", "    y = 2 * x", "    return y"]  # same line numbers
+    assert strip_magics("%%bash\nrm -rf /").startswith("pass  # IPython cell magic %%bash: not Python")
+
+
+def test_policy_reads_the_text_that_runs():
+    """Issue 16: a first line that does not parse (``!x``) once hid ``import os`` from the check."""
+    allowed, forbid = ["numpy"], {"kl": []}
+    runs = strip_magics("!x\nimport os\nexec(open('/solutions/00.ipynb').read())")
+    assert any("imports `os`" in r for r in check_policy({"a": runs}, allowed, forbid)["kl"])
+    (message,) = syntax_errors({"a": "def broken(:", "b": "x = 1"}).values()
+    assert message.startswith("SyntaxError") and message.endswith("(line 1 of a); the cell was not run")
+
+
+@pytest.mark.parametrize(
+    "code, rule",
+    [
+        ("import numpy as np\nb = getattr(np, '__builtins__')", "getattr"),
+        ("import torch\nm = torch.sys.modules['os']", ".sys"),
+        ("import numpy as np\nx = np.load('f.npy', allow_pickle=True)", "allow_pickle"),
+        ("import numpy as np\np = np.zeros(3).ctypes.data", ".ctypes"),
+        ("text = open('/etc/passwd').read()", "open"),
+    ],
+)
+def test_policy_flags_the_escapes_of_issue_16(code, rule):
+    flagged = check_policy({"a": code}, ["numpy", "torch"], {"kl": []})
+    assert any(rule in r for r in flagged.get("kl", [])), flagged
 
 
 def test_parse_checks_reads_data_and_matches_the_notebook_call():
@@ -203,7 +230,7 @@ def test_policy_resolves_aliases_and_flags_per_task():
     assert any("eval" in r for r in everything["other"])
     escape = check_policy({"a": "x = ().__class__.__base__.__subclasses__()"}, allowed, forbid)
     assert set(escape) == {"kl", "other"} and any("__subclasses__" in r for r in escape["kl"])
-    assert check_policy({"a": "def broken(:"}, allowed, forbid) == {}  # reported when it runs instead
+    assert check_policy({"a": "def broken(:"}, allowed, forbid) == {}  # never run: an error (syntax_errors)
 
 
 @pytest.mark.slow

@@ -3,7 +3,9 @@
 Per student (``grade_submission``):
 
 1. read the notebook as JSON (unreadable -> ``invalid-notebook``, 0 points);
-2. take the answer cells by ``grade_id`` and check them statically (``policy``);
+2. take the answer cells by ``grade_id``, turn IPython syntax into the plain Python that will run
+   (``strip_magics``) and check exactly that text statically (``policy``); a cell that does not
+   parse is not run, and is reported as an error;
 3. rebuild the notebook: the SOURCE's cells in the source's order, with the student's answer
    cells in place of the solutions (test cells without their hidden region; Markdown dropped);
 4. run it in a sandboxed child that calls each graded function on the hidden inputs;
@@ -25,7 +27,7 @@ import time
 import numpy as np
 
 from course_lib.assignments.markers import strip_magics
-from course_lib.assignments.policy import check_policy
+from course_lib.assignments.policy import check_policy, syntax_errors
 from course_lib.assignments.sandbox import Limits, RunResult, run_job
 from course_lib.assignments.source import ExerciseSet
 from course_lib.assignments.submissions import InvalidNotebook, Submission, answer_sources, read_cells
@@ -39,13 +41,14 @@ def _calls(exercise_set: ExerciseSet) -> list[tuple[str, list[dict]]]:
 
 
 def rebuild(exercise_set: ExerciseSet, answers: dict[str, str]) -> list[dict]:
-    """Cells to execute: the source's code cells, with ``answers`` in place of the answer cells."""
+    """Cells to execute: the source's code cells, with ``answers`` (already plain Python) in place of
+    the answer cells; an answer cell missing from ``answers`` is left out."""
     cells = []
     for index, cell in enumerate(exercise_set.cells):
         if cell.kind == "markdown" or (cell.kind == "answer" and cell.grade_id not in answers):
             continue
-        source = answers[cell.grade_id] if cell.kind == "answer" else cell.source
-        cells.append({"id": cell.grade_id or f"cell-{index}", "source": strip_magics(source)})
+        source = answers[cell.grade_id] if cell.kind == "answer" else strip_magics(cell.source)
+        cells.append({"id": cell.grade_id or f"cell-{index}", "source": source})
     return cells
 
 
@@ -53,7 +56,7 @@ def reference_outputs(exercise_set: ExerciseSet, limits: Limits) -> list[dict]:
     """The solution's outputs per call on the drawn inputs, once per source file and grading seed."""
     key = (exercise_set.sha256, exercise_set.seed)
     if key not in _REFERENCE_CACHE:
-        answers = {c.grade_id: c.source for c in exercise_set.cells if c.kind == "answer"}
+        answers = {c.grade_id: strip_magics(c.source) for c in exercise_set.cells if c.kind == "answer"}
         result = run_job(rebuild(exercise_set, answers), _calls(exercise_set), limits)
         problems = [f"cell {cid}: {r['message']}" for cid, r in result.cells.items() if r["status"] != "ok"]
         problems += [
@@ -160,12 +163,14 @@ def grade_submission(
         return _finish(record, "invalid-notebook")
 
     answers, record["notes"] = answer_sources(cells, exercise_set.answer_ids)
+    answers = {gid: strip_magics(code) for gid, code in answers.items()}  # exactly what will run
+    broken = syntax_errors(answers)
     flagged = check_policy(
         answers,
         exercise_set.allowed_imports,
         {t.grade_id: [n for c in t.checks for n in c.forbid] for t in exercise_set.tasks},
     )
-    job_cells = rebuild(exercise_set, answers)
+    job_cells = rebuild(exercise_set, {g: a for g, a in answers.items() if g not in broken})
     record["timings"]["rebuild_s"] = time.perf_counter() - t0
     if len(flagged) == len(tasks):  # nothing could earn a point: do not run the code at all
         for task_id, task in tasks.items():
@@ -176,6 +181,7 @@ def grade_submission(
     result = run_job(job_cells, _calls(exercise_set), limits)
     record["timings"]["child_s"], record["timings"]["start_s"] = result.wall_s, result.start_s
     record["log_tail"] = result.log_tail  # the child's own output: for the instructor, never trusted
+    result.cells.update({gid: {"status": "error", "message": message} for gid, message in broken.items()})
     t1 = time.perf_counter()
     crash = _crash_reason(result, limits)
     statuses, call_index = set(), 0

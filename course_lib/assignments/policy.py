@@ -11,14 +11,34 @@ Rules, each reported with the line it was found on:
   resolved through import aliases (``from course_lib import distributions as D; D.gaussian_kl``)
   -- that task is flagged.
 
-A cell that does not parse is skipped here: it fails when it runs, and that is reported there.
+The check reads exactly the text that runs (``markers.strip_magics`` applied first). A cell
+that does not parse is never run (``syntax_errors``: the grader reports it as an error), so
+nothing it holds can run unchecked.
+
+This is a teaching aid that catches honest shortcuts, not a security boundary: determined code
+can always hide what it calls from a static reader. The sandbox is the boundary (docs/grading.md).
 """
 
 from __future__ import annotations
 
 import ast
 
-DYNAMIC = {"__import__", "exec", "eval", "compile", "__builtins__", "globals", "locals", "vars", "breakpoint"}
+DYNAMIC = {
+    "__import__",
+    "exec",
+    "eval",
+    "compile",
+    "__builtins__",
+    "globals",
+    "locals",
+    "vars",
+    "breakpoint",
+    "open",
+    "setattr",
+    "delattr",
+}
+# attributes that reach the interpreter or the system from an allowed module (``torch.sys.modules``)
+REACH = {"sys", "os", "builtins", "ctypes", "ctypeslib", "subprocess", "importlib", "pickle"}
 INTROSPECTION = {
     "__globals__",
     "__subclasses__",
@@ -33,6 +53,14 @@ INTROSPECTION = {
     "__loader__",
     "__spec__",
 }
+
+
+def _dynamic_getattr(node: ast.Call) -> bool:
+    """``getattr(x, name)`` where name is not a plain literal attribute name."""
+    if not (isinstance(node.func, ast.Name) and node.func.id in {"getattr", "hasattr"}):
+        return False
+    name = node.args[1] if len(node.args) > 1 else None
+    return not (isinstance(name, ast.Constant) and isinstance(name.value, str) and not name.value.startswith("_"))
 
 
 def _allowed(module: str, allowed: list[str]) -> bool:
@@ -50,19 +78,29 @@ def _dotted(node: ast.AST, aliases: dict[str, str]) -> str | None:
     return ".".join([aliases.get(node.id, node.id)] + parts[::-1])
 
 
+def syntax_errors(answers: dict[str, str]) -> dict[str, str]:
+    """{answer grade_id: message} for the cells that do not parse; the grader does not run them."""
+    broken = {}
+    for gid, code in answers.items():
+        try:
+            ast.parse(code)
+        except SyntaxError as exc:
+            broken[gid] = f"SyntaxError: {exc.msg} (line {exc.lineno} of {gid}); the cell was not run"
+        except (ValueError, RecursionError, MemoryError) as exc:
+            broken[gid] = f"{type(exc).__name__}: the cell cannot be parsed; it was not run"
+    return broken
+
+
 def check_policy(
     answers: dict[str, str], allowed: list[str], forbid: dict[str, list[str]]
 ) -> dict[str, list[str]]:
     """Reasons per task: ``answers`` maps answer grade_id -> code, ``forbid`` maps task -> dotted names.
 
-    Returns {task: [reason, ...]} for flagged tasks only.
+    Returns {task: [reason, ...]} for flagged tasks only. Cells listed by ``syntax_errors`` are
+    skipped here: they are never run.
     """
-    trees = {}
-    for gid, code in answers.items():
-        try:
-            trees[gid] = ast.parse(code)
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
-            continue
+    broken = syntax_errors(answers)
+    trees = {gid: ast.parse(code) for gid, code in answers.items() if gid not in broken}
     aliases, everywhere = {}, []
     for gid, tree in trees.items():
         for node in ast.walk(tree):
@@ -89,6 +127,12 @@ def check_policy(
                 everywhere.append(f"{where}: uses `{node.id}` (dynamic code is not allowed in answers)")
             elif isinstance(node, ast.Attribute) and node.attr in INTROSPECTION:
                 everywhere.append(f"{where}: uses `.{node.attr}` (introspection is not allowed in answers)")
+            elif isinstance(node, ast.Attribute) and node.attr in REACH:
+                everywhere.append(f"{where}: uses `.{node.attr}` (it reaches the system, not allowed in answers)")
+            elif isinstance(node, ast.Call) and _dynamic_getattr(node):
+                everywhere.append(f"{where}: uses `getattr` with a computed or special name")
+            elif isinstance(node, ast.keyword) and node.arg == "allow_pickle":
+                everywhere.append(f"{where}: uses `allow_pickle` (loading pickles runs code)")
     flagged = {}
     for task, names in forbid.items():
         reasons = list(everywhere)
