@@ -15,9 +15,10 @@ import pytest
 
 from course_lib.__main__ import main as course_main
 from course_lib.assignments.results import grade_folder
-from course_lib.assignments.sandbox import Limits
+from course_lib.assignments.sandbox import Limits, bwrap_problem
 from course_lib.assignments.source import load_set
 
+pytestmark = pytest.mark.skipif(bwrap_problem() is not None, reason=str(bwrap_problem()))
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTION = ROOT / "solutions" / "00_introduction.ipynb"
 EXERCISE = ROOT / "exercises" / "00_introduction.ipynb"
@@ -281,8 +282,8 @@ def test_process_exits_timeouts_and_results_folder_attack(tmp_path, monkeypatch)
     assert records["uncatchable_loop"]["status"] == "timeout" and records["uncatchable_loop"]["total"] == 0
     assert "timed out after 10 s" in records["uncatchable_loop"]["tasks"]["categorical_kl"]["reason"]
     assert records["attacker"]["total"] == 7
-    # the attack did reach the results folder, and the grader undid it from its own records
-    assert any("correct.json changed during grading; rewritten" in line for line in logs), logs
+    # the sandbox has no path to the results folder: nothing there changed
+    assert not any("changed during grading" in line for line in logs), logs
     assert "mallory" not in (out / "grades.csv").read_text()
     rows = {r["student"]: r for r in csv.DictReader((out / "grades.csv").open())}
     assert set(rows) == {"correct", "os_exit", "sys_exit", "uncatchable_loop", "attacker"}

@@ -41,6 +41,12 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--force", action="store_true", help="regrade students that already have a result")
     parser.add_argument(
+        "--unsafe-no-sandbox",
+        action="store_true",
+        help="run submissions without bubblewrap (only for work you trust: a submission can then read "
+        "and change your files, other students' results included)",
+    )
+    parser.add_argument(
         "--seed",
         type=int,
         default=None,
@@ -64,7 +70,8 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         "--memory-mb",
         type=int,
         default=defaults.memory_mb,
-        help="address-space limit per submission in MB; torch needs ~1000 (default %(default)s)",
+        help="memory limit per submission in MB (whole sandbox, and address space per process; "
+        "torch needs ~1000) (default %(default)s)",
     )
 
 
@@ -72,7 +79,7 @@ def run(name: str, args: argparse.Namespace) -> int:
     """Errors in the source (markers, metadata, a solution that fails its own checks) end with a message."""
     try:
         return _run(name, args)
-    except (ValueError, RuntimeError) as exc:
+    except (ValueError, RuntimeError) as exc:  # SandboxUnavailable included
         print(f"error: {exc}")
         return 2
 
@@ -103,10 +110,13 @@ def _run(name: str, args: argparse.Namespace) -> int:
         return 0
 
     from course_lib.assignments.results import grade_folder
+    from course_lib.assignments.sandbox import require_sandbox
     from course_lib.assignments.state import resolve_seed
 
     if not args.submissions.exists():
         raise ValueError(f"{args.submissions} does not exist: give a folder of submissions or a .zip of one")
+    if not args.unsafe_no_sandbox:
+        require_sandbox()  # before anything is written
     seed, origin = resolve_seed(args.out, args.seed)
     exercise_set = load_set(find_set(args.set, solutions), seed=seed)
     print(f"hidden inputs drawn with the grading seed from {origin}")
@@ -114,7 +124,13 @@ def _run(name: str, args: argparse.Namespace) -> int:
         print(f"warning: {warning}")
     limits = Limits(cell_timeout=args.cell_timeout, timeout=args.timeout, memory_mb=args.memory_mb)
     records = grade_folder(
-        exercise_set, args.submissions, args.out, workers=args.workers, limits=limits, force=args.force
+        exercise_set,
+        args.submissions,
+        args.out,
+        workers=args.workers,
+        limits=limits,
+        force=args.force,
+        sandbox=not args.unsafe_no_sandbox,
     )
     counts = {}
     for record in records:

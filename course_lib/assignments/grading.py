@@ -52,12 +52,12 @@ def rebuild(exercise_set: ExerciseSet, answers: dict[str, str]) -> list[dict]:
     return cells
 
 
-def reference_outputs(exercise_set: ExerciseSet, limits: Limits) -> list[dict]:
+def reference_outputs(exercise_set: ExerciseSet, limits: Limits, sandbox: bool = True) -> list[dict]:
     """The solution's outputs per call on the drawn inputs, once per source file and grading seed."""
     key = (exercise_set.sha256, exercise_set.seed)
     if key not in _REFERENCE_CACHE:
         answers = {c.grade_id: strip_magics(c.source) for c in exercise_set.cells if c.kind == "answer"}
-        result = run_job(rebuild(exercise_set, answers), _calls(exercise_set), limits)
+        result = run_job(rebuild(exercise_set, answers), _calls(exercise_set), limits, sandbox=sandbox)
         problems = [f"cell {cid}: {r['message']}" for cid, r in result.cells.items() if r["status"] != "ok"]
         problems += [
             f"{fn}: {result.calls.get(str(i), {}).get('message', 'no output')}"
@@ -133,7 +133,7 @@ def _crash_reason(result: RunResult, limits: Limits) -> tuple[str, str] | None:
 
 
 def grade_submission(
-    exercise_set: ExerciseSet, sub: Submission, reference: list[dict], limits: Limits
+    exercise_set: ExerciseSet, sub: Submission, reference: list[dict], limits: Limits, sandbox: bool = True
 ) -> dict:
     """The result record of one student (what goes to ``<student>.json``)."""
     t0 = time.perf_counter()
@@ -178,7 +178,7 @@ def grade_submission(
         record["notes"].append("every task broke the policy, so the notebook was not run")
         return _finish(record, "policy")
 
-    result = run_job(job_cells, _calls(exercise_set), limits)
+    result = run_job(job_cells, _calls(exercise_set), limits, sandbox=sandbox)
     record["timings"]["child_s"], record["timings"]["start_s"] = result.wall_s, result.start_s
     record["log_tail"] = result.log_tail  # the child's own output: for the instructor, never trusted
     result.cells.update({gid: {"status": "error", "message": message} for gid, message in broken.items()})
@@ -224,6 +224,7 @@ def grade_submission(
     if crash:
         statuses.add(crash[0])
         record["notes"].append(crash[1])
+    record["notes"] += result.notes
     record["timings"]["compare_s"] = time.perf_counter() - t1
     return _finish(record, next(s for s in STATUS_ORDER if s in statuses | {"ok"}))
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from course_lib.assignments.feedback import render
 from course_lib.assignments.grading import file_sha256, grade_submission, reference_outputs
-from course_lib.assignments.sandbox import Limits
+from course_lib.assignments.sandbox import Limits, require_sandbox
 from course_lib.assignments.source import ExerciseSet
 from course_lib.assignments.state import load_key, sign, verify
 from course_lib.assignments.submissions import Submission, open_submissions
@@ -108,15 +108,22 @@ def grade_folder(
     workers: int | None = None,
     limits: Limits | None = None,
     force: bool = False,
+    sandbox: bool = True,
     log=print,
 ) -> list[dict]:
-    """Grade every submission in ``submissions`` (folder or .zip) into ``out``; return the records."""
+    """Grade every submission in ``submissions`` (folder or .zip) into ``out``; return the records.
+
+    ``sandbox=False`` (``--unsafe-no-sandbox``) runs students without bubblewrap: only for trusted work.
+    """
     limits = limits or Limits()
     order = [t.grade_id for t in exercise_set.tasks]
-    if os.getuid() == 0:
+    if sandbox:
+        require_sandbox()  # before anything is written: no sandbox, no grading
+    else:
         log(
-            "warning: grading as root: student code runs as root too and can write anywhere; "
-            "run the grader as an unprivileged user or in a container (docs/grading.md)"
+            "warning: --unsafe-no-sandbox: student code runs as "
+            + ("root" if os.getuid() == 0 else "you")
+            + ", can read and write your files and reach the network; grade only work you trust"
         )
     out.mkdir(parents=True, exist_ok=True)
     key = load_key(out)
@@ -128,10 +135,12 @@ def grade_folder(
             f"{len(subs)} submission(s) of {exercise_set.name}: {len(done)} already graded, "
             f"{len(todo)} to grade"
         )
-        reference = reference_outputs(exercise_set, limits) if todo else []
+        reference = reference_outputs(exercise_set, limits, sandbox) if todo else []
         records = dict(done)
         with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-            futures = {pool.submit(grade_submission, exercise_set, s, reference, limits): s for s in todo}
+            futures = {
+                pool.submit(grade_submission, exercise_set, s, reference, limits, sandbox): s for s in todo
+            }
             for future in as_completed(futures):
                 sub = futures[future]
                 try:

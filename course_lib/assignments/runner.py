@@ -1,16 +1,18 @@
-"""The sandboxed child: runs one rebuilt submission and calls its functions on the hidden inputs.
+"""The child: runs one rebuilt submission and calls its functions on the hidden inputs.
 
-Started by ``sandbox.run_job`` as ``python -s -B runner.py`` in a fresh scratch directory that
-holds ``job.json`` and ``inputs.npz``. Steps:
+Started by ``sandbox.run_job`` as ``python -I -B runner.py JOB_DIR FD`` (inside bubblewrap, unless
+the instructor asked for ``--unsafe-no-sandbox``). ``JOB_DIR`` holds ``job.json`` and ``inputs.npz``
+(read-only); ``FD`` is the file descriptor of the report channel. Steps:
 
-1. lower its own resource limits (memory, CPU seconds, processes, file size, no core files);
+1. lower its own resource limits (address space, CPU seconds, processes, file size, no core files);
 2. run the cells of ``job.json`` in one namespace, each under a per-cell alarm; an exception,
    ``sys.exit()`` or ``os._exit()`` in one cell is recorded and the next cell still runs;
-3. call each graded function on its hidden inputs and save the outputs, plain arrays only, to
-   ``out_<i>.npz``; 4. write ``status.json``.
+3. call each graded function on its hidden inputs;
+4. report on file descriptor FD, an unnamed file the parent holds: one frame per cell and per call
+   (``b"MSG1"``, a 4-byte length, a JSON line, then the raw bytes of the returned arrays).
 
-Nothing here decides a grade: the parent compares the arrays with the reference and treats the
-status as untrusted text. This file imports only the standard library and NumPy (torch only
+Nothing here decides a grade: the parent parses the frames as untrusted data and compares the
+arrays with the reference. This file imports only the standard library and NumPy (torch only
 when an input is a tensor), so a child starts in a fraction of a second.
 """
 
@@ -20,12 +22,14 @@ import os
 import random
 import resource
 import signal
+import struct
 import sys
 import time
 import traceback
 
 T_START = time.time()
-sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.append(PACKAGE_PARENT)  # `import course_lib` works; -I keeps the script's folder off sys.path
 
 
 class CellTimeout(BaseException):
@@ -34,13 +38,15 @@ class CellTimeout(BaseException):
 
 def set_limits(limits: dict) -> None:
     mb = 2**20
-    for name, value in (
+    wanted = [
         ("RLIMIT_AS", limits["memory_mb"] * mb),
         ("RLIMIT_CPU", limits["cpu_s"]),
-        ("RLIMIT_NPROC", limits["nproc"]),
         ("RLIMIT_FSIZE", limits["fsize_mb"] * mb),
         ("RLIMIT_CORE", 0),
-    ):
+    ]
+    if limits.get("nproc"):
+        wanted.append(("RLIMIT_NPROC", limits["nproc"]))
+    for name, value in wanted:
         soft, hard = resource.getrlimit(getattr(resource, name))
         value = int(value) if hard == resource.RLIM_INFINITY else min(int(value), hard)
         resource.setrlimit(getattr(resource, name), (value, value if name != "RLIMIT_CPU" else hard))
@@ -63,25 +69,32 @@ def describe(exc: BaseException) -> tuple[str, str]:
     return "error", (f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:400] + where
 
 
-def main(job_path: str) -> None:
-    job = json.load(open(job_path))
+def frame(header: dict, arrays: dict) -> bytes:
+    """One report: header JSON (with each array's key, dtype and shape), newline, raw array bytes."""
+    header["arrays"] = [{"key": k, "dtype": a.dtype.str, "shape": list(a.shape)} for k, a in arrays.items()]
+    body = json.dumps(header).encode() + b"\n" + b"".join(a.tobytes() for a in arrays.values())
+    return b"MSG1" + struct.pack("<I", len(body)) + body
+
+
+def main(job_dir: str, fd: int) -> None:
+    job = json.load(open(os.path.join(job_dir, "job.json")))
     set_limits(job["limits"])
     import numpy as np  # after the limits, so they also cover NumPy's own allocations
 
     spec = importlib.util.spec_from_file_location(
-        "grade_checks", os.path.join(os.path.dirname(__file__), "checks.py")
+        "grade_checks", os.path.join(os.path.dirname(os.path.abspath(__file__)), "checks.py")
     )
     checks = sys.modules["grade_checks"] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(checks)
-    savez, dumps, replace, real_exit = np.savez, json.dumps, os.replace, os._exit  # before student code runs
-    with np.load("inputs.npz", allow_pickle=False) as data:
+    with np.load(os.path.join(job_dir, "inputs.npz"), allow_pickle=False) as data:
         inputs = {k: data[k] for k in data.files}
-    status = {"cells": {}, "calls": {}, "t_start": T_START, "t_ready": time.time(), "done": False}
+    channel, real_exit, contiguous = os.fdopen(fd, "wb", buffering=0), os._exit, np.ascontiguousarray
 
-    def write_status():
-        with open("status.json.tmp", "w") as f:
-            f.write(dumps(status))
-        replace("status.json.tmp", "status.json")
+    def report(header, arrays=None):
+        try:
+            channel.write(frame(header, {k: contiguous(a) for k, a in (arrays or {}).items()}))
+        except (OSError, ValueError):  # the file-size limit, or the student closed the channel
+            pass
 
     def alarm(signum, frame):
         raise CellTimeout(f"timed out after {job['cell_timeout']:g} s")
@@ -90,15 +103,17 @@ def main(job_path: str) -> None:
         raise SystemExit(code)
 
     signal.signal(signal.SIGALRM, alarm)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead of killing
     os._exit = refuse_exit
     import posix
 
     posix._exit = refuse_exit
     random.seed(job["seed"])
     np.random.seed(job["seed"])
+    report({"type": "ready", "t_start": T_START, "t_ready": time.time()})
     namespace = {"__name__": "__main__"}
     for cell in job["cells"]:
-        result = {"status": "ok", "message": ""}
+        result = {"type": "cell", "id": cell["id"], "status": "ok", "message": ""}
         try:
             code = compile(cell["source"], f"<cell {cell['id']}>", "exec")
             signal.setitimer(signal.ITIMER_REAL, job["cell_timeout"])
@@ -107,11 +122,10 @@ def main(job_path: str) -> None:
             result["status"], result["message"] = describe(exc)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
-        status["cells"][cell["id"]] = result
-        write_status()
+        report(result)
 
     for i, call in enumerate(job["calls"]):
-        result = {"status": "ok", "message": "", "cases_done": 0}
+        result = {"type": "call", "index": i, "status": "ok", "message": "", "cases_done": 0}
         arrays = {}
         try:
             function = namespace.get(call["function"])
@@ -139,17 +153,11 @@ def main(job_path: str) -> None:
             result["status"], result["message"] = describe(exc)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
-        try:
-            savez(f"out_{i}.npz", **arrays)
-        except BaseException as exc:  # noqa: BLE001 - e.g. the file-size limit
-            result["status"], result["message"] = describe(exc)
-        status["calls"][str(i)] = result
-        write_status()
-    status["done"] = True
-    write_status()
+        report(result, arrays)
+    report({"type": "done"})
     sys.stdout.flush()
     real_exit(0)  # skip atexit handlers the student may have registered
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], int(sys.argv[2]))
