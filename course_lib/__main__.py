@@ -18,6 +18,7 @@ COMMANDS = [
     ("evaluate", "course_lib.evaluate_cli", "score samples (a .pt tensor, e.g. from `sample --tensor`) with FID/KID/PR"),
     ("make-exercises", "course_lib.assignments.cli", "write exercises/ from solutions/ (the single source)"),
     ("grade", "course_lib.assignments.cli", "grade a folder or .zip of student submissions"),
+    ("release", "course_lib.assignments.release", "copy the course for students without solutions/ and hidden checks"),
 ]
 
 

@@ -27,7 +27,7 @@ def _escape(text: str) -> str:
 
 def render(record: dict, task_order: list[str]) -> str:
     lines = [
-        f"# Feedback: {record['student']}, exercise set {record['set']}",
+        f"# Feedback: {_escape(record['student'])}, exercise set {record['set']}",
         "",
         f"**Total: {record['total']:g} / {record['max']:g} points** (status: {record['status']})",
         "",

@@ -138,11 +138,12 @@ def grade_submission(
     """The result record of one student (what goes to ``<student>.json``)."""
     t0 = time.perf_counter()
     record = {
-        "student": sub.student,
+        "id": sub.id,
+        "student": sub.name,
         "set": exercise_set.name,
         "source_sha256": exercise_set.sha256,
         "seed": exercise_set.seed,
-        "submission": str(sub.path) if sub.path else None,
+        "submission": sub.given,
         "submission_sha256": file_sha256(sub.path) if sub.path else None,
         "max": exercise_set.max_points,
         "notes": [],

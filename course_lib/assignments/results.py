@@ -2,11 +2,11 @@
 
 Files in RESULTS (all written by this process only, each atomically: temp file + rename):
 
-* ``<student>.feedback.md`` then ``<student>.json`` as soon as the student is graded -- the JSON
-  is written last and marks the student as done;
-* ``grades.csv`` at the end, from the records held in memory (read before any student code ran,
-  or produced in this run), so a submission that finds and edits the results folder changes
-  nothing: files that differ from the records are rewritten and reported.
+* ``<id>.feedback.md`` then ``<id>.json`` as soon as a submission is graded (``id``: see
+  ``submissions``) -- the JSON is written last and marks the submission as done;
+* ``grades.csv`` at the end, one row per submission (display name, id, the file as given), from
+  the records held in memory; any result file that differs from them is rewritten and reported
+  (a sandboxed submission cannot reach this folder; this guards ``--unsafe-no-sandbox`` runs).
 
 A rerun skips a student whose JSON exists for the same source, grading seed and submission bytes
 and carries a valid signature (``state.sign``: HMAC under a key in ``RESULTS/.grader/``), unless
@@ -30,7 +30,7 @@ from course_lib.assignments.grading import file_sha256, grade_submission, refere
 from course_lib.assignments.sandbox import Limits, require_sandbox
 from course_lib.assignments.source import ExerciseSet
 from course_lib.assignments.state import load_key, sign, verify
-from course_lib.assignments.submissions import Submission, open_submissions
+from course_lib.assignments.submissions import Submission, display_name, open_submissions
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -47,7 +47,7 @@ def _record_text(record: dict) -> str:
 def _previous(out: Path, sub: Submission, exercise_set: ExerciseSet, key: bytes) -> dict | None:
     """The stored record of this student if this grader signed it, for the same source, seed and bytes."""
     try:
-        record = json.loads((out / f"{sub.student}.json").read_text())
+        record = json.loads((out / f"{sub.id}.json").read_text())
     except (OSError, ValueError, RecursionError):
         return None
     if not verify(key, record):
@@ -57,7 +57,7 @@ def _previous(out: Path, sub: Submission, exercise_set: ExerciseSet, key: bytes)
         record.get("source_sha256") == exercise_set.sha256
         and record.get("seed") == exercise_set.seed
         and record.get("submission_sha256") == current
-        and record.get("student") == sub.student
+        and record.get("id") == sub.id
     ):
         return record
     return None
@@ -66,10 +66,11 @@ def _previous(out: Path, sub: Submission, exercise_set: ExerciseSet, key: bytes)
 def grades_csv(records: list[dict], exercise_set: ExerciseSet) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["student"] + [t.grade_id for t in exercise_set.tasks] + ["total", "max", "status"])
-    for r in sorted(records, key=lambda r: r["student"]):
+    tasks = [t.grade_id for t in exercise_set.tasks]
+    writer.writerow(["student", "id", "submission"] + tasks + ["total", "max", "status"])
+    for r in sorted(records, key=lambda r: r["id"]):
         writer.writerow(
-            [r["student"]]
+            [r["student"], r["id"], display_name(r["submission"] or "")]
             + [f"{r['tasks'][t.grade_id]['points']:g}" for t in exercise_set.tasks]
             + [f"{r['total']:g}", f"{r['max']:g}", r["status"]]
         )
@@ -83,11 +84,12 @@ def _internal_error(sub: Submission, exercise_set: ExerciseSet, exc: BaseExcepti
         for t in exercise_set.tasks
     }
     return {
-        "student": sub.student,
+        "id": sub.id,
+        "student": sub.name,
         "set": exercise_set.name,
         "source_sha256": exercise_set.sha256,
         "seed": exercise_set.seed,
-        "submission": str(sub.path),
+        "submission": sub.given,
         "submission_sha256": None,
         "max": exercise_set.max_points,
         "tasks": tasks,
@@ -129,8 +131,8 @@ def grade_folder(
     key = load_key(out)
     with tempfile.TemporaryDirectory(prefix="course-submissions-") as unpacked:
         subs = open_submissions(Path(submissions), exercise_set.name, Path(unpacked) / "zip")
-        done = {} if force else {s.student: r for s in subs if (r := _previous(out, s, exercise_set, key))}
-        todo = [s for s in subs if s.student not in done]
+        done = {} if force else {s.id: r for s in subs if (r := _previous(out, s, exercise_set, key))}
+        todo = [s for s in subs if s.id not in done]
         log(
             f"{len(subs)} submission(s) of {exercise_set.name}: {len(done)} already graded, "
             f"{len(todo)} to grade"
@@ -148,16 +150,16 @@ def grade_folder(
                 except Exception as exc:  # noqa: BLE001 - one student never stops the run
                     record = _internal_error(sub, exercise_set, exc)
                 t0 = time.perf_counter()
-                write_atomic(out / f"{sub.student}.feedback.md", render(record, order))
+                write_atomic(out / f"{sub.id}.feedback.md", render(record, order))
                 record["timings"]["write_s"] = time.perf_counter() - t0
                 record = sign(key, record)
-                write_atomic(out / f"{sub.student}.json", _record_text(record))
-                records[sub.student] = record
-                log(f"  {sub.student}: {record['total']:g}/{record['max']:g} {record['status']}")
-    for student, record in records.items():  # undo anything a submission wrote into the results folder
+                write_atomic(out / f"{sub.id}.json", _record_text(record))
+                records[sub.id] = record
+                log(f"  {sub.given}: {record['total']:g}/{record['max']:g} {record['status']}")
+    for sid, record in records.items():  # undo anything written into the results folder meanwhile
         for name, text in (
-            (f"{student}.json", _record_text(record)),
-            (f"{student}.feedback.md", render(record, order)),
+            (f"{sid}.json", _record_text(record)),
+            (f"{sid}.feedback.md", render(record, order)),
         ):
             path = out / name
             try:
@@ -168,4 +170,4 @@ def grade_folder(
                 log(f"warning: {path} changed during grading; rewritten from the grader's record")
                 write_atomic(path, text)
     write_atomic(out / "grades.csv", grades_csv(list(records.values()), exercise_set))
-    return [records[s.student] for s in subs]
+    return [records[s.id] for s in subs]

@@ -2,14 +2,27 @@
 
 SUBMISSIONS is one of:
 
-* a folder with one ``.ipynb`` per student (the student's name is the file stem);
-* a folder with one sub-folder per student (the name is the folder's); inside, the ``.ipynb``
+* a folder with one ``.ipynb`` per student (the student is the file);
+* a folder with one sub-folder per student (the student is the folder); inside, the ``.ipynb``
   files are searched recursively; if there are several, the one whose name contains the set's
   name (``00_introduction``) or starts with its number (``00``) is taken, else the student is
   reported as invalid with the list of candidates;
-* a ``.zip`` of either, extracted safely: absolute paths, ``..``, links, more than
-  ``MAX_FILES`` entries or ``MAX_ZIP_BYTES`` uncompressed are refused. A zip whose only content
-  is one folder (platform exports) is opened one level down.
+* a ``.zip`` of either, extracted safely: absolute paths, ``..``, links, more than ``MAX_FILES``
+  entries or ``MAX_ZIP_BYTES`` uncompressed, and a name used both as a file and as a folder are
+  refused with an error naming the archive; a damaged entry (bad CRC) or one present several times
+  becomes an invalid submission with that reason. A zip whose only content is one folder (platform
+  exports) is opened one level down.
+
+Every entry of the folder gets exactly one row: a notebook or a folder is a submission; any other
+file (or a link) is reported as an invalid one, never silently dropped. Only system clutter
+(``IGNORED``) is skipped. Each submission has
+
+* ``given``: its name as given, relative to SUBMISSIONS (``Alice/00_introduction.ipynb``);
+* ``name``: a display name (the stem, control characters removed, spreadsheet formulas defused);
+* ``id``: a unique, stable file-name-safe id: the stem itself when it is plain ASCII (``alice``),
+  else a short form of it plus ``~`` and a hash of ``given`` (``Zoë_Müller~3f9c2a1b``), also used
+  for plain names that differ only in case (``alice.ipynb`` and ``Alice/``) or that both a file
+  and a folder carry. Results are ``<id>.json`` and ``<id>.feedback.md``.
 
 A submitted notebook is read as JSON with a size cap; only answer cells matched by their
 nbgrader ``grade_id`` are used. If an answer cell appears several times the LAST one counts
@@ -18,18 +31,22 @@ nbgrader ``grade_id`` are used. If an answer cell appears several times the LAST
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
 import stat
+import unicodedata
 import zipfile
+from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 MAX_NOTEBOOK_BYTES = 20 << 20
 MAX_ZIP_BYTES = 2 << 30
 MAX_FILES = 20000
-IGNORED = {"__MACOSX", ".ipynb_checkpoints"}
+IGNORED = {"__MACOSX", ".ipynb_checkpoints", ".DS_Store", "Thumbs.db", "desktop.ini", ".git"}
+PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 class InvalidNotebook(ValueError):
@@ -38,28 +55,44 @@ class InvalidNotebook(ValueError):
 
 @dataclass
 class Submission:
-    student: str  # a safe file-name stem
-    path: Path | None  # None when the student's folder has no usable notebook
+    id: str  # unique, stable, safe as a file name: results are <id>.json and <id>.feedback.md
+    name: str  # display name
+    given: str  # the file or folder as given, relative to the submissions folder
+    path: Path | None  # None when there is no usable notebook
     problem: str = ""  # why path is None
 
 
-def _safe_name(name: str, taken: set[str]) -> str:
-    base = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "student"
-    if base.lower() in {"grades", "grades.csv"}:
-        base = f"student_{base}"
-    name, k = base, 2
-    while name.lower() in taken:
-        name, k = f"{base}_{k}", k + 1
-    taken.add(name.lower())
-    return name
+def display_name(stem: str) -> str:
+    """The stem without control characters, at most 100 characters, never a spreadsheet formula."""
+    text = "".join(c for c in stem if unicodedata.category(c)[0] != "C").strip() or "(no name)"
+    return ("'" + text if text[0] in "=+-@" else text)[:100]
 
 
-def extract_zip(zip_path: Path, dest: Path) -> Path:
-    """Extract ``zip_path`` into ``dest`` after checking every entry; return the folder to grade."""
+def _ids(stems: dict[str, str]) -> dict[str, str]:
+    """{given: id} for {given: stem}: plain stems stay as they are unless they clash (ignoring case)."""
+    counts = Counter(s.lower() for s in stems.values() if PLAIN.fullmatch(s))
+    ids = {}
+    for given, stem in stems.items():
+        if PLAIN.fullmatch(stem) and counts[stem.lower()] == 1:
+            ids[given] = stem
+            continue
+        ascii_stem = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode()
+        short = re.sub(r"[^A-Za-z0-9._-]+", "_", ascii_stem).strip("._-")[:40] or "student"
+        ids[given] = f"{short}~{hashlib.sha256(given.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
+    return ids
+
+
+def extract_zip(zip_path: Path, dest: Path) -> tuple[Path, dict[str, str]]:
+    """Extract ``zip_path`` into ``dest`` after checking every entry.
+
+    Returns the folder to grade and {extracted path: problem} for entries that could not be
+    trusted (damaged, duplicated); those are written as empty files so the student still has a row.
+    """
     try:
         archive = zipfile.ZipFile(zip_path)
     except (zipfile.BadZipFile, OSError) as exc:
         raise SystemExit(f"error: {zip_path} is not a readable zip file ({exc})") from None
+    problems = {}
     with archive:
         infos = archive.infolist()
         if len(infos) > MAX_FILES:
@@ -72,20 +105,8 @@ def extract_zip(zip_path: Path, dest: Path) -> Path:
                 f"error: {zip_path} expands to {total / 2**30:.1f} GiB (limit "
                 f"{MAX_ZIP_BYTES / 2**30:.0f} GiB): refusing a possible zip bomb"
             )
-        for info in infos:
-            parts = Path(info.filename).parts
-            if (
-                info.filename.startswith(("/", "\\"))
-                or ".." in parts
-                or re.match(r"^[A-Za-z]:", info.filename)
-            ):
-                raise SystemExit(
-                    f"error: {zip_path} contains the unsafe path {info.filename!r}; refusing to extract"
-                )
-            if stat.S_ISLNK(info.external_attr >> 16):
-                raise SystemExit(
-                    f"error: {zip_path} contains a symbolic link {info.filename!r}; refusing to extract"
-                )
+        _check_entries(zip_path, infos)
+        times = Counter(i.filename.rstrip("/") for i in infos)
         written = 0
         for info in infos:
             target = dest / info.filename
@@ -93,18 +114,53 @@ def extract_zip(zip_path: Path, dest: Path) -> Path:
                 target.mkdir(parents=True, exist_ok=True)
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
-            with archive.open(info) as src, open(target, "wb") as dst:
-                while chunk := src.read(1 << 20):  # count real bytes too: headers can lie
-                    written += len(chunk)
-                    if written > MAX_ZIP_BYTES:
-                        raise SystemExit(
-                            f"error: {zip_path} expands past {MAX_ZIP_BYTES >> 30} GiB: refusing"
-                        )
-                    dst.write(chunk)
+            if times[info.filename] > 1:
+                problems[str(target)] = (
+                    f"the archive holds {info.filename} {times[info.filename]} times; "
+                    "which one to grade is ambiguous (resubmit one file)"
+                )
+                target.write_bytes(b"")
+                continue
+            try:
+                with archive.open(info) as src, open(target, "wb") as dst:
+                    while chunk := src.read(1 << 20):  # count real bytes too: headers can lie
+                        written += len(chunk)
+                        if written > MAX_ZIP_BYTES:
+                            raise SystemExit(
+                                f"error: {zip_path} expands past {MAX_ZIP_BYTES >> 30} GiB: refusing"
+                            )
+                        dst.write(chunk)
+            except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as exc:
+                problems[str(target)] = f"the archive entry {info.filename} is damaged ({exc}); resubmit it"
+                target.write_bytes(b"")
     entries = [p for p in dest.iterdir() if p.name not in IGNORED]
     if len(entries) == 1 and entries[0].is_dir():
-        return entries[0]
-    return dest
+        return entries[0], problems
+    return dest, problems
+
+
+def _check_entries(zip_path: Path, infos: list[zipfile.ZipInfo]) -> None:
+    """Refuse unsafe paths, links, and a name that is both a file and a folder."""
+    files, folders = set(), set()
+    for info in infos:
+        name = info.filename
+        parts = PurePosixPath(name.replace("\\", "/")).parts
+        if name.startswith(("/", "\\")) or ".." in parts or re.match(r"^[A-Za-z]:", name):
+            raise SystemExit(f"error: {zip_path} contains the unsafe path {name!r}; refusing to extract")
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise SystemExit(f"error: {zip_path} contains a symbolic link {name!r}; refusing to extract")
+        if any(len(p.encode()) > 255 for p in parts):
+            raise SystemExit(
+                f"error: {zip_path} contains a name longer than 255 bytes, which no file system takes "
+                f"({name[:60]!r}...); rename it in the archive"
+            )
+        folders.update("/".join(parts[:k]) for k in range(1, len(parts)))
+        (folders if info.is_dir() else files).add("/".join(parts))
+    clash = sorted(files & folders)
+    if clash:
+        raise SystemExit(
+            f"error: {zip_path} uses {clash[0]!r} both as a file and as a folder; fix the archive"
+        )
 
 
 def _notebooks_in(folder: Path) -> list[Path]:
@@ -115,37 +171,48 @@ def _notebooks_in(folder: Path) -> list[Path]:
     )
 
 
-def discover(folder: Path, set_name: str) -> list[Submission]:
-    """One Submission per student in ``folder``, sorted by student name."""
-    found, taken = [], set()
+def _pick(entry: Path, set_name: str) -> tuple[Path | None, str]:
+    """The notebook of a student folder, or (None, why not)."""
+    notebooks = _notebooks_in(entry)
+    if len(notebooks) > 1:
+        number = set_name.split("_")[0]
+        notebooks = [p for p in notebooks if set_name in p.stem or p.stem.startswith(number)] or notebooks
+    if len(notebooks) == 1:
+        return notebooks[0], ""
+    if not notebooks:
+        return None, f"no .ipynb file in the folder {entry.name}/"
+    names = ", ".join(str(p.relative_to(entry)) for p in notebooks)
+    return None, (
+        f"several notebooks in {entry.name}/ ({names}); keep one, or name it after the set ({set_name}.ipynb)"
+    )
+
+
+def discover(folder: Path, set_name: str, problems: dict[str, str] | None = None) -> list[Submission]:
+    """One Submission per entry of ``folder`` (system clutter aside), sorted by id."""
+    found = []  # (given, stem, path, problem)
     for entry in sorted(folder.iterdir()):
-        if entry.name in IGNORED or entry.name.startswith(".") or entry.is_symlink():
+        if entry.name in IGNORED:
             continue
-        if entry.is_file() and entry.suffix == ".ipynb":
-            found.append(Submission(_safe_name(entry.stem, taken), entry))
+        given = entry.name
+        if entry.is_symlink():
+            found.append((given, entry.name, None, f"{given} is a symbolic link; submit the file itself"))
         elif entry.is_dir():
-            name = _safe_name(entry.name, taken)
-            notebooks = _notebooks_in(entry)
-            if len(notebooks) > 1:
-                number = set_name.split("_")[0]
-                notebooks = [
-                    p for p in notebooks if set_name in p.stem or p.stem.startswith(number)
-                ] or notebooks
-            if len(notebooks) == 1:
-                found.append(Submission(name, notebooks[0]))
-            elif not notebooks:
-                found.append(Submission(name, None, f"no .ipynb file in the folder {entry.name}/"))
-            else:
-                names = ", ".join(str(p.relative_to(entry)) for p in notebooks)
-                found.append(
-                    Submission(
-                        name,
-                        None,
-                        f"several notebooks in {entry.name}/ ({names}); keep one, "
-                        f"or name it after the set ({set_name}.ipynb)",
-                    )
-                )
-    return sorted(found, key=lambda s: s.student)
+            path, problem = _pick(entry, set_name)
+            given = str(path.relative_to(folder)) if path else given + "/"
+            found.append((given, entry.name, path, problem))
+        elif entry.suffix.lower() == ".ipynb":
+            found.append((given, entry.name[: -len(entry.suffix)], entry, ""))
+        else:
+            found.append((given, entry.stem, None, f"{given} is not a notebook (.ipynb)"))
+    problems = problems or {}
+    ids = _ids({given: stem for given, stem, _, _ in found})
+    subs = []
+    for given, stem, path, problem in found:
+        if path is not None and str(path) in problems:
+            path, problem = None, problems[str(path)]
+        readable = given.encode("utf-8", "surrogateescape").decode("utf-8", "replace")  # odd bytes in names
+        subs.append(Submission(ids[given], display_name(stem), readable, path, problem))
+    return sorted(subs, key=lambda s: s.id)
 
 
 def read_cells(path: Path) -> list[dict]:
@@ -205,10 +272,11 @@ def answer_sources(cells: list[dict], answer_ids: list[str]) -> tuple[dict[str, 
 
 def open_submissions(path: Path, set_name: str, workdir: Path) -> list[Submission]:
     """``discover`` on a folder, or on a zip extracted into ``workdir``."""
+    problems = {}
     if path.is_file() and path.suffix.lower() == ".zip":
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
-        path = extract_zip(path, workdir)
+        path, problems = extract_zip(path, workdir)
     if not path.is_dir():
         raise SystemExit(f"error: {path} is neither a folder of submissions nor a .zip of one")
-    return discover(path, set_name)
+    return discover(path, set_name, problems)
