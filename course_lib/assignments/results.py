@@ -70,7 +70,7 @@ def grades_csv(records: list[dict], exercise_set: ExerciseSet) -> str:
     writer.writerow(["student", "id", "submission"] + tasks + ["total", "max", "status"])
     for r in sorted(records, key=lambda r: r["id"]):
         writer.writerow(
-            [r["student"], r["id"], display_name(r["submission"] or "")]
+            [r["student"], r["id"], display_name(r["submission"] or "", limit=None)]
             + [f"{r['tasks'][t.grade_id]['points']:g}" for t in exercise_set.tasks]
             + [f"{r['total']:g}", f"{r['max']:g}", r["status"]]
         )

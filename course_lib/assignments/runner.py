@@ -1,14 +1,14 @@
 """The child: runs one rebuilt submission and calls its functions on the hidden inputs.
 
-Started by ``sandbox.run_job`` as ``python -I -B runner.py JOB_DIR FD`` (inside bubblewrap, unless
-the instructor asked for ``--unsafe-no-sandbox``). ``JOB_DIR`` holds ``job.json`` and ``inputs.npz``
-(read-only); ``FD`` is the file descriptor of the report channel. Steps:
+Started by ``sandbox.run_job`` as ``python -I -B runner.py JOB INPUTS REPORTS`` (inside bubblewrap,
+unless the instructor asked for ``--unsafe-no-sandbox``): three file descriptors of unnamed files
+the parent holds, the job (JSON), the hidden inputs (``.npz``) and the report channel. Steps:
 
 1. lower its own resource limits (address space, CPU seconds, processes, file size, no core files);
 2. run the cells of ``job.json`` in one namespace, each under a per-cell alarm; an exception,
    ``sys.exit()`` or ``os._exit()`` in one cell is recorded and the next cell still runs;
 3. call each graded function on its hidden inputs;
-4. report on file descriptor FD, an unnamed file the parent holds: one frame per cell and per call
+4. report on REPORTS: one frame per cell and per call
    (``b"MSG1"``, a 4-byte length, a JSON line, then the raw bytes of the returned arrays).
 
 Nothing here decides a grade: the parent parses the frames as untrusted data and compares the
@@ -76,8 +76,9 @@ def frame(header: dict, arrays: dict) -> bytes:
     return b"MSG1" + struct.pack("<I", len(body)) + body
 
 
-def main(job_dir: str, fd: int) -> None:
-    job = json.load(open(os.path.join(job_dir, "job.json")))
+def main(job_fd: int, inputs_fd: int, reports_fd: int) -> None:
+    with os.fdopen(job_fd, "rb") as f:
+        job = json.load(f)
     set_limits(job["limits"])
     import numpy as np  # after the limits, so they also cover NumPy's own allocations
 
@@ -86,9 +87,9 @@ def main(job_dir: str, fd: int) -> None:
     )
     checks = sys.modules["grade_checks"] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(checks)
-    with np.load(os.path.join(job_dir, "inputs.npz"), allow_pickle=False) as data:
+    with os.fdopen(inputs_fd, "rb") as f, np.load(f, allow_pickle=False) as data:
         inputs = {k: data[k] for k in data.files}
-    channel, real_exit, contiguous = os.fdopen(fd, "wb", buffering=0), os._exit, np.ascontiguousarray
+    channel, real_exit, contiguous = os.fdopen(reports_fd, "wb", buffering=0), os._exit, np.ascontiguousarray
 
     def report(header, arrays=None):
         try:
@@ -160,4 +161,4 @@ def main(job_dir: str, fd: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    main(*map(int, sys.argv[1:4]))

@@ -6,16 +6,17 @@ The parent's side. Each job runs in its own bubblewrap sandbox (``bwrap``, Linux
   dies with it, ``setsid`` or not, and it cannot see the grader's processes (no host ``/proc``);
 * its own user, network (none), IPC and UTS namespaces; no capabilities; no nested namespaces;
 * a filesystem made of nothing but the system's ``/usr``, the Python installation and the
-  ``course_lib`` package, all read-only, the job's inputs read-only at ``/job``, and an empty
-  size-limited ``/tmp`` and working folder (``/home/student``). Nothing else of the host exists
-  inside: not ``solutions/``, not the other submissions, not the results folder;
+  ``course_lib`` package, all read-only, and an empty size-limited ``/tmp`` and working folder
+  (``/home/student``). Nothing else of the host exists inside: not ``solutions/``, not the other
+  submissions, not the results folder, not even the grader's temporary files;
 * a minimal environment (``COURSE_FAST=1``, ``CUDA_VISIBLE_DEVICES=""``, one thread) and a fixed seed;
 * limits for the whole job: memory, process count and CPU share through a cgroup where the grader
   can make one (``cgroup``), else per process; CPU seconds, address space and file size per
   process (the runner's rlimits); the wall clock (``Limits.timeout``), enforced here;
-* results come back over file descriptor 3, an unnamed file that only this process holds,
-  size-limited, parsed as untrusted frames (``parse_reports``); the runner's stdout and stderr go
-  to another unnamed file, of which only the tail is kept.
+* the job and its inputs come in, and results come back, through unnamed files that only this
+  process holds, passed as file descriptors; the report file is size-limited and parsed as
+  untrusted frames (``parse_reports``); the runner's stdout and stderr go to another unnamed
+  file, of which only the tail is kept.
 
 Without bubblewrap the grader refuses to run untrusted code (``SandboxUnavailable``) unless the
 instructor passes ``--unsafe-no-sandbox``: then the child is a plain process in a new session with
@@ -88,7 +89,7 @@ def _bwrap_help() -> str:
     return subprocess.run(["bwrap", "--help"], capture_output=True, text=True, check=False).stdout
 
 
-def _bwrap_command(job_dir: str, fd: int, limits: Limits) -> list[str]:
+def _bwrap_command(runner_args: list[str], limits: Limits) -> list[str]:
     """The bwrap command line for one job (see the module docstring for what it isolates)."""
     size = str(limits.fsize_mb << 20)
     has = _bwrap_help()
@@ -105,12 +106,11 @@ def _bwrap_command(job_dir: str, fd: int, limits: Limits) -> list[str]:
     cmd += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
     for path in _python_paths():
         cmd += ["--ro-bind", path, path]
-    cmd += ["--ro-bind", str(PACKAGE), str(PACKAGE), "--ro-bind", job_dir, "/job"]
+    cmd += ["--ro-bind", str(PACKAGE), str(PACKAGE)]
     cmd += ["--proc", "/proc", "--dev", "/dev"]
     for tmpfs in ("/tmp", "/home/student"):
         cmd += (["--size", size] if "--size" in has else []) + ["--tmpfs", tmpfs]
-    cmd += ["--chdir", "/home/student", "--", sys.executable, "-I", "-B", str(RUNNER), "/job", str(fd)]
-    return cmd
+    return cmd + ["--chdir", "/home/student", "--", sys.executable, "-I", "-B", str(RUNNER), *runner_args]
 
 
 @functools.cache
@@ -133,10 +133,9 @@ def bwrap_problem() -> str | None:
     """None when bubblewrap can make a sandbox here; else what is wrong and how to fix it."""
     if shutil.which("bwrap") is None:
         return f"bubblewrap (bwrap) is not installed: {INSTALL_HINT}"
-    with tempfile.TemporaryDirectory(prefix="course-probe-") as job:
-        cmd = _bwrap_command(job, 1, Limits())
-        cmd[cmd.index("--") + 1 :] = ["/bin/true"]
-        probe = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=30)
+    cmd = _bwrap_command([], Limits())
+    cmd[cmd.index("--") + 1 :] = ["/bin/true"]
+    probe = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=30)
     if probe.returncode != 0:
         return (
             f"bubblewrap is installed but cannot create a sandbox here ({probe.stderr.strip()[:300]}); "
@@ -269,12 +268,13 @@ def run_job(
     """
     if sandbox:
         require_sandbox()
-    job_dir = tempfile.mkdtemp(prefix="course-job-")  # private (0700): never visible to other jobs
     scratch = None if sandbox else tempfile.mkdtemp(prefix="course-scratch-")
     group = JobCgroup.create(limits)
+    # unnamed files, passed as descriptors: the job and inputs in, the reports and output back
+    job_file, inputs_file, reports, log = (tempfile.TemporaryFile() for _ in range(4))
     try:
         arrays, manifest = _inputs(calls)
-        np.savez(os.path.join(job_dir, "inputs.npz"), **arrays)
+        np.savez(inputs_file, **arrays)
         job = {
             "cells": cells,
             "calls": manifest,
@@ -288,13 +288,14 @@ def run_job(
                 "nproc": limits.nproc if sandbox and not group else None,
             },
         }
-        with open(os.path.join(job_dir, "job.json"), "w") as f:
-            json.dump(job, f)
-        reports, log = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # unnamed: only we hold them
+        job_file.write(json.dumps(job).encode())
+        fds = [f.fileno() for f in (job_file, inputs_file, reports)]
+        for f in (job_file, inputs_file):
+            f.seek(0)
         if sandbox:
-            command, cwd, env = _bwrap_command(job_dir, reports.fileno(), limits), None, _environment("/home/student")
+            command, cwd, env = _bwrap_command(list(map(str, fds)), limits), None, _environment("/home/student")
         else:
-            command = [sys.executable, "-I", "-B", str(RUNNER), job_dir, str(reports.fileno())]
+            command = [sys.executable, "-I", "-B", str(RUNNER), *map(str, fds)]
             cwd, env = scratch, _environment(scratch)
         if group:
             command = group.join_command(command)
@@ -307,7 +308,7 @@ def run_job(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            pass_fds=(reports.fileno(),),
+            pass_fds=fds,
         )
         timed_out = False
         try:
@@ -343,6 +344,7 @@ def run_job(
     finally:
         if group:
             group.close()
-        shutil.rmtree(job_dir, ignore_errors=True)
+        for f in (job_file, inputs_file, reports, log):
+            f.close()
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)

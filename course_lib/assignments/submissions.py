@@ -62,10 +62,10 @@ class Submission:
     problem: str = ""  # why path is None
 
 
-def display_name(stem: str) -> str:
-    """The stem without control characters, at most 100 characters, never a spreadsheet formula."""
+def display_name(stem: str, limit: int | None = 100) -> str:
+    """The stem without control characters, at most ``limit`` characters, never a spreadsheet formula."""
     text = "".join(c for c in stem if unicodedata.category(c)[0] != "C").strip() or "(no name)"
-    return ("'" + text if text[0] in "=+-@" else text)[:100]
+    return ("'" + text if text[0] in "=+-@" else text)[:limit]
 
 
 def _ids(stems: dict[str, str]) -> dict[str, str]:
