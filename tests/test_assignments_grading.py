@@ -365,3 +365,28 @@ def test_zip_bomb_and_symlink_are_refused(tmp_path, monkeypatch):
         z.writestr(info, "/etc/passwd")
     with pytest.raises(SystemExit, match="symbolic link"):
         submissions.extract_zip(link, tmp_path / "y")
+
+
+def test_forged_records_are_regraded(tmp_path, capsys):
+    """Issue 16: records written by anyone but the grader (right hashes, no valid signature) are not reused."""
+    subs, out = tmp_path / "subs", tmp_path / "results"
+    write_variants(subs, {"correct": solution_nb(), "wrong": with_answer("answer_categorical_kl", WRONG_KL)})
+    args = ["grade", "00", str(subs), "--out", str(out), "--solutions", str(ROOT / "solutions")]
+    args += ["--workers", "2", "--timeout", "20", "--memory-mb", "1500", "--seed", "5"]
+    assert course_main(args) == 0
+    forged = json.loads((out / "wrong.json").read_text())
+    forged.update(total=10.0, status="ok")
+    for task in forged["tasks"].values():
+        task.update(points=task["max"], result="pass")
+    (out / "wrong.json").write_text(json.dumps(forged))  # same hashes and seed, the old signature
+    capsys.readouterr()
+    assert course_main(args) == 0
+    assert "1 already graded, 1 to grade" in capsys.readouterr().out
+    rows = {r["student"]: r for r in csv.DictReader((out / "grades.csv").open())}
+    assert (rows["wrong"]["total"], rows["correct"]["total"]) == ("7", "10")
+    assert course_main(args[:-1] + ["6"]) == 0  # another seed: other inputs, everyone again
+    assert "0 already graded, 2 to grade" in capsys.readouterr().out
+    (out / ".grader" / "key").unlink()  # a new key: no old record verifies
+    assert course_main(args[:-1] + ["6"]) == 0
+    assert "0 already graded, 2 to grade" in capsys.readouterr().out
+    assert oct((out / ".grader").stat().st_mode & 0o777) == "0o700"
