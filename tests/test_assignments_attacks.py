@@ -269,9 +269,15 @@ def cohort(tmp_path_factory):
             log=lambda *a: None,
         )
         subs, results = _write_benign(base / "subs"), base / "results"
-        fields = dict(boundary=str(base), marker=MARKER, solution=str(SOLUTION), subs=str(subs))
-        fields.update(results=str(results), runner=str(ROOT / "course_lib/assignments/runner.py"))
-        fields.update(checks=str(ROOT / "course_lib/assignments/checks.py"))
+        fields = {
+            "boundary": str(base),
+            "marker": MARKER,
+            "solution": str(SOLUTION),
+            "subs": str(subs),
+            "results": str(results),
+            "runner": str(ROOT / "course_lib/assignments/runner.py"),
+            "checks": str(ROOT / "course_lib/assignments/checks.py"),
+        }
         write(
             subs,
             {
@@ -304,7 +310,9 @@ def test_every_other_student_is_graded_exactly_as_alone(cohort):
         assert {t: v["points"] for t, v in mixed["tasks"].items()} == {
             t: v["points"] for t, v in record["tasks"].items()
         }
-    expected = {g + ("/00_introduction.ipynb" if not g.endswith(".ipynb") else ""): t for g, (_, t) in BENIGN.items()}
+    expected = {
+        g + ("/00_introduction.ipynb" if not g.endswith(".ipynb") else ""): t for g, (_, t) in BENIGN.items()
+    }
     assert {g: alone[g]["total"] for g in expected} == expected
 
 
@@ -336,7 +344,7 @@ def test_the_attacks_saw_and_changed_nothing(cohort):
     assert findings(records["networker.ipynb"]) == {"reached": []}
     assert findings(records["disk_filler.ipynb"])["written_mb"] <= 2 * LIMITS.fsize_mb
     assert findings(records["forker.ipynb"])["started"] < LIMITS.nproc
-    for given, record in records.items():  # every file on disk is the grader's own record
+    for record in records.values():  # every file on disk is the grader's own record
         assert json.loads((results / f"{record['id']}.json").read_text()) == record
     text = " ".join(p.read_text(encoding="utf-8") for p in results.iterdir() if p.is_file())
     assert SECRET not in text and "hunter2" not in text

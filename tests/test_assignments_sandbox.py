@@ -104,14 +104,23 @@ def frame(header: dict, payload: bytes = b"") -> bytes:
 def test_reports_are_parsed_as_untrusted_data():
     """Only plain numeric arrays come back; anything malformed is "no output", quickly."""
     good = frame(
-        {"type": "call", "index": 0, "status": "ok", "arrays": [{"key": "c0_0", "dtype": "<f8", "shape": [2]}]},
+        {
+            "type": "call",
+            "index": 0,
+            "status": "ok",
+            "arrays": [{"key": "c0_0", "dtype": "<f8", "shape": [2]}],
+        },
         np.array([1.0, 2.0]).tobytes(),
     )
     assert parse_reports(good, 1)["outputs"][0]["c0_0"].tolist() == [1.0, 2.0]
     hostile = [
         {"type": "call", "index": 0, "arrays": [{"key": "c0_0", "dtype": "|O", "shape": [1]}]},  # objects
         {"type": "call", "index": 0, "arrays": [{"key": "c0_0", "dtype": "<f8", "shape": [10**9]}]},  # short
-        {"type": "call", "index": 0, "arrays": [{"key": f"k{i}", "dtype": "<f8", "shape": [0]} for i in range(200_000)]},
+        {
+            "type": "call",
+            "index": 0,
+            "arrays": [{"key": f"k{i}", "dtype": "<f8", "shape": [0]} for i in range(200_000)],
+        },
     ]
     t0 = time.perf_counter()
     for header in hostile:

@@ -163,7 +163,10 @@ def test_hidden_inputs_are_drawn_from_the_grading_seed(monkeypatch):
         "grade_check(f, cases=[dict(x=random_normal(size=(random_integers(2, 9, seed=1), 3), seed=2),"
         " n=random_integers(0, 10**9, seed=3))])"
     )
-    draw = lambda seed: parse_checks(code, "cell t", seed=seed)[0].cases[0]  # noqa: E731
+
+    def draw(seed):
+        return parse_checks(code, "cell t", seed=seed)[0].cases[0]
+
     a, b, a_again = draw(1), draw(2), draw(1)
     assert isinstance(a["n"], int) and a["x"].shape[1] == 3 and 2 <= a["x"].shape[0] < 9
     assert a["n"] != b["n"] and a["n"] == a_again["n"]

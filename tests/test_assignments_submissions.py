@@ -19,7 +19,14 @@ def test_every_entry_gets_one_row_with_a_unique_stable_id(tmp_path):
     subs = tmp_path / "subs"
     (subs / "Alice").mkdir(parents=True)
     (subs / "Alice" / "00_introduction.ipynb").write_text("{}")
-    for name in ["alice.ipynb", "alice_2.ipynb", ".dotty.ipynb", "Zoë.ipynb", "=HYPERLINK(1).ipynb", "y" * 240 + ".ipynb"]:
+    for name in [
+        "alice.ipynb",
+        "alice_2.ipynb",
+        ".dotty.ipynb",
+        "Zoë.ipynb",
+        "=HYPERLINK(1).ipynb",
+        "y" * 240 + ".ipynb",
+    ]:
         (subs / name).write_text("{}")
     (subs / "notes.txt").write_text("not a notebook")
     (subs / "link.ipynb").symlink_to(subs / "alice.ipynb")
@@ -49,7 +56,12 @@ def _zip(path: Path, entries: list[tuple[str, str]]) -> Path:
 def test_damaged_and_duplicated_zip_entries_become_that_students_reason(tmp_path):
     archive = _zip(
         tmp_path / "export.zip",
-        [("bob.ipynb", "{}"), ("carol.ipynb", "first"), ("carol.ipynb", "second"), ("dave.ipynb", "x" * 1000)],
+        [
+            ("bob.ipynb", "{}"),
+            ("carol.ipynb", "first"),
+            ("carol.ipynb", "second"),
+            ("dave.ipynb", "x" * 1000),
+        ],
     )
     data = bytearray(archive.read_bytes())
     at = data.index(b"x" * 1000)

@@ -60,7 +60,9 @@ def _dynamic_getattr(node: ast.Call) -> bool:
     if not (isinstance(node.func, ast.Name) and node.func.id in {"getattr", "hasattr"}):
         return False
     name = node.args[1] if len(node.args) > 1 else None
-    return not (isinstance(name, ast.Constant) and isinstance(name.value, str) and not name.value.startswith("_"))
+    return not (
+        isinstance(name, ast.Constant) and isinstance(name.value, str) and not name.value.startswith("_")
+    )
 
 
 def _allowed(module: str, allowed: list[str]) -> bool:
@@ -128,7 +130,9 @@ def check_policy(
             elif isinstance(node, ast.Attribute) and node.attr in INTROSPECTION:
                 everywhere.append(f"{where}: uses `.{node.attr}` (introspection is not allowed in answers)")
             elif isinstance(node, ast.Attribute) and node.attr in REACH:
-                everywhere.append(f"{where}: uses `.{node.attr}` (it reaches the system, not allowed in answers)")
+                everywhere.append(
+                    f"{where}: uses `.{node.attr}` (it reaches the system, not allowed in answers)"
+                )
             elif isinstance(node, ast.Call) and _dynamic_getattr(node):
                 everywhere.append(f"{where}: uses `getattr` with a computed or special name")
             elif isinstance(node, ast.keyword) and node.arg == "allow_pickle":

@@ -21,7 +21,17 @@ from pathlib import Path
 
 from course_lib.assignments.markers import BEGIN_HIDDEN, BEGIN_SOLUTION
 
-SKIP_DIRS = {".git", ".venv", "__pycache__", ".ipynb_checkpoints", ".pytest_cache", "data", "runs", "build", "dist"}
+SKIP_DIRS = {
+    ".git",
+    ".venv",
+    "__pycache__",
+    ".ipynb_checkpoints",
+    ".pytest_cache",
+    "data",
+    "runs",
+    "build",
+    "dist",
+}
 SECRETS = (BEGIN_SOLUTION, BEGIN_HIDDEN, "grade_check(")
 
 

@@ -189,7 +189,12 @@ def _arrays(header: dict, payload: bytes) -> dict | None:
     try:
         for spec in specs:
             dtype, shape, key = np.dtype(str(spec["dtype"])), spec["shape"], str(spec["key"])[:40]
-            if dtype.kind not in "biuf" or dtype.itemsize > 16 or not isinstance(shape, list) or len(shape) > 32:
+            if (
+                dtype.kind not in "biuf"
+                or dtype.itemsize > 16
+                or not isinstance(shape, list)
+                or len(shape) > 32
+            ):
                 return None
             if not all(isinstance(n, int) and 0 <= n for n in shape):
                 return None
@@ -271,7 +276,7 @@ def run_job(
     scratch = None if sandbox else tempfile.mkdtemp(prefix="course-scratch-")
     group = JobCgroup.create(limits)
     # unnamed files, passed as descriptors: the job and inputs in, the reports and output back
-    job_file, inputs_file, reports, log = (tempfile.TemporaryFile() for _ in range(4))
+    job_file, inputs_file, reports, log = (tempfile.TemporaryFile() for _ in range(4))  # noqa: SIM115 - closed below
     try:
         arrays, manifest = _inputs(calls)
         np.savez(inputs_file, **arrays)
@@ -293,7 +298,11 @@ def run_job(
         for f in (job_file, inputs_file):
             f.seek(0)
         if sandbox:
-            command, cwd, env = _bwrap_command(list(map(str, fds)), limits), None, _environment("/home/student")
+            command, cwd, env = (
+                _bwrap_command(list(map(str, fds)), limits),
+                None,
+                _environment("/home/student"),
+            )
         else:
             command = [sys.executable, "-I", "-B", str(RUNNER), *map(str, fds)]
             cwd, env = scratch, _environment(scratch)
