@@ -209,9 +209,9 @@ def test_results_folder_holds_csv_json_and_feedback(run_a):
 
 
 # A submission that hunts for the results folder by walking up from its working directory and
-# searching for feedback files, then overwrites every JSON it finds. It is confined to BOUNDARY
-# (this test's tmp_path, which also holds the sandbox's scratch dirs) so the test never touches
-# files outside it: the real grader has no such boundary (see docs/grading.md, security model).
+# searching for feedback files, then overwrites every JSON it finds. Its writes are confined to
+# BOUNDARY (this test's tmp_path, which also holds the grader's temporary files) so that the test
+# touches nothing outside it even if the sandbox failed; in the sandbox it finds nothing at all.
 ATTACK = """
 import os
 from pathlib import Path
