@@ -31,6 +31,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SUITES: dict[str, str] = {
     "fit": "benchmarks.suite_fit:run",
     "ddpm": "benchmarks.suite_ddpm:run",
+    "fit_overhead": "benchmarks.suite_fit_overhead:run",
 }
 
 DATASETS = ("mnist", "fashion_mnist")

@@ -125,13 +125,15 @@ class EMA:
 def clip_grad_norm(params: list[torch.Tensor], max_norm: float | None) -> torch.Tensor:
     """||g||_2 over the gradients of ``params``; if ``max_norm`` is given, g <- g * min(1, max_norm / ||g||).
 
-    Returns the norm before clipping as a device scalar (fused over all tensors, no GPU sync).
+    Returns the norm before clipping as a device scalar: fused over all tensors and, on a GPU,
+    without a sync (the scaling always runs there; on the CPU, where reading the norm is free,
+    it runs only when the norm exceeds ``max_norm``).
     """
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return torch.zeros((), device=params[0].device if params else "cpu")
     norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-    if max_norm is not None:
+    if max_norm is not None and (norm.device.type != "cpu" or norm > max_norm):
         torch._foreach_mul_(grads, (max_norm / (norm + 1e-6)).clamp(max=1.0))
     return norm
 

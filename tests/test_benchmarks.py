@@ -42,3 +42,24 @@ def test_suites_are_pluggable_and_unknown_ones_refused():
     assert args.dataset == "fashion_mnist"
     with pytest.raises(SystemExit):
         bench.main(["--suite", "no_such_suite", "--fast"])
+
+
+@pytest.mark.slow
+def test_fit_overhead_suite_compares_the_old_and_new_fit(tmp_path):
+    from benchmarks import suite_fit_overhead
+
+    try:
+        suite_fit_overhead._fit_before()
+    except RuntimeError as err:
+        pytest.skip(str(err))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the offline MNIST fallback warns
+        path = bench.main(["--suite", "fit_overhead", "--fast", "--steps", "5", "--device", "cpu",
+                           "--out-dir", str(tmp_path)])
+    record = json.loads(path.read_text())
+    assert record["baseline_commit"] == suite_fit_overhead.BASELINE_COMMIT and record["steps"] == 5
+    t = record["probe_wall_time_s"]
+    for version in ("before", "after"):
+        expected = 1000 * (t[version] - t[f"{version}_setup"] - t["bare"]) / 5
+        assert record["overhead_ms_per_step"][version] == pytest.approx(expected)
+        assert record["ddpm_steps_per_s"][version] > 0
