@@ -40,6 +40,8 @@ def _own_path(controller: str) -> str | None:
 
 
 class JobCgroup:
+    JOIN_FAILED = 97  # exit status of the command when the shell could not join the cgroup
+
     def __init__(self, dirs: list[Path], version: int):
         self.dirs, self.version = dirs, version
 
@@ -105,8 +107,8 @@ class JobCgroup:
             raise OSError(f"no {name} in {self.dirs}")
 
     def join_command(self, command: list[str]) -> list[str]:
-        """``command`` started by a shell that first moves itself into this cgroup (exit 97 if it cannot)."""
-        script = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 97; shift; done; shift; exec "$@"'
+        """``command`` started by a shell that first moves itself into this cgroup (else exits JOIN_FAILED)."""
+        script = f'while [ "$1" != -- ]; do echo $$ > "$1" || exit {self.JOIN_FAILED}; shift; done; shift; exec "$@"'
         return ["/bin/sh", "-c", script, "sh", *[str(d / "cgroup.procs") for d in self.dirs], "--", *command]
 
     def out_of_memory(self) -> bool:

@@ -332,11 +332,13 @@ def run_job(
             proc.wait()
         wall = time.time() - t0
         code = proc.returncode
+        reports.seek(0)
+        report = parse_reports(reports.read((limits.fsize_mb << 20) + 1), len(calls))
+        if group and code == group.JOIN_FAILED and report["ready"] is None:
+            raise RuntimeError(f"could not move a sandbox into its cgroup {group.dirs[0]} (a grader problem)")
         if sandbox and code is not None and code > 128:  # bwrap reports a signal as 128 + signal
             code = -(code - 128)
         notes = ["the sandbox ran out of memory"] if group and group.out_of_memory() else []
-        reports.seek(0)
-        report = parse_reports(reports.read((limits.fsize_mb << 20) + 1), len(calls))
         log.seek(max(0, log.seek(0, os.SEEK_END) - 2000))
         ready = report["ready"]
         return RunResult(
