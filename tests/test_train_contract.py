@@ -281,3 +281,28 @@ def test_cli_trains_and_samples_a_two_player_model_from_the_zoo(tmp_path, capsys
     assert main(["train", "--model", "gan_mlp", "--data", "moons", "--conditional", "--steps", "1",
                  "--device", "cpu", "--out", str(tmp_path / "c")]) == 1
     assert "gan_mlp is unconditional" in capsys.readouterr().err
+
+
+def test_the_ddpm_trains_bit_for_bit_as_with_the_fit_before_the_contract():
+    """Regression: uint8 data converted by the model's preprocess, the fused EMA and clipping give the
+    same weights, EMA and history as the pre-contract fit fed with to_signed(x) (notebook 06's call)."""
+    from benchmarks.suite_fit_overhead import _fit_before
+    from course_lib.data import load_dataset, to_signed
+    from course_lib.diffusion import build_ddpm
+
+    try:
+        fit_before = _fit_before()
+    except RuntimeError as err:
+        pytest.skip(str(err))
+    x = load_dataset("digits", "train").x[:256]  # uint8 [256, 1, 8, 8]
+    runs = []
+    for train, data in [(fit_before, to_signed(x)), (fit, x)]:
+        torch.manual_seed(0)
+        model = build_ddpm((1, 8, 8), channel_mults=(1, 2))
+        result = train(model, data, steps=6, batch_size=32, ema_decay=0.9, log_every=3, device="cpu",
+                       progress=False)
+        runs.append((model.state_dict(), result.ema.state_dict(), result.history))
+    (model_a, ema_a, history_a), (model_b, ema_b, history_b) = runs
+    assert all(torch.equal(model_a[k], model_b[k]) for k in model_b) and model_a.keys() >= model_b.keys()
+    assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_b)
+    assert history_a == history_b
