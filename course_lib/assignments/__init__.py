@@ -2,13 +2,15 @@
 
 * ``source``: the single source ``solutions/NN_*.ipynb`` (nbgrader markers and metadata) and the
   student version ``exercises/NN_*.ipynb`` generated from it (``make_exercise_text``);
-* ``checks``: hidden tests as data, ``grade_check(function, cases=[...])``;
-* ``submissions``: finding notebooks in a folder or zip, reading them defensively;
-* ``policy``: static checks of the answers (allowed imports, forbidden reference calls);
-* ``sandbox`` + ``runner``: the child process that runs a submission under limits;
-* ``grading``: one submission -> a record; ``results``: a folder -> RESULTS/; ``cli``: the commands.
+* ``checks``: hidden tests as data, ``grade_check(function, cases=[...])``, inputs drawn at
+  grading time from the grading seed;
+* ``submissions``: finding notebooks in a folder or zip, one row per entry, reading them defensively;
+* ``policy``: static checks of the answers (allowed imports, forbidden reference calls), a teaching aid;
+* ``sandbox`` + ``runner`` + ``cgroup``: the bubblewrap sandbox a submission runs in, under per-job limits;
+* ``grading``: one submission -> a record; ``results``: a folder -> RESULTS/; ``state``: the seed and
+  the key that signs records; ``cli``: the commands; ``release``: the course without solutions/.
 
-See ``docs/grading.md`` for the instructor's guide and the security model.
+See ``docs/grading.md`` for the instructor's guide and the threat model.
 """
 
 from course_lib.assignments.checks import (
