@@ -128,7 +128,8 @@ def plot_history(history: dict, keys: Sequence[str] | None = None, smooth: float
 
     ``smooth`` in [0, 1) draws an exponential moving average over the raw curve (raw in a
     faint line); ``log`` puts the y-axis on a log scale (terms with values <= 0 stay linear).
-    Returns the Figure.
+    NaN marks a log interval where a term was not logged (a GAN's ``g_loss`` with k > log_every):
+    each curve joins the points where its term was logged. Returns the Figure.
     """
     import matplotlib.pyplot as plt
 
@@ -145,9 +146,10 @@ def plot_history(history: dict, keys: Sequence[str] | None = None, smooth: float
     if axes is None:
         _, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
         axes = axes[0]
-    steps = np.asarray(history["step"])
     for ax, key in zip(axes, keys):
         values = np.asarray(history[key], dtype=float)
+        logged = ~np.isnan(values)
+        steps, values = np.asarray(history["step"])[logged], values[logged]
         if smooth > 0:
             ax.plot(steps, values, alpha=0.3, color="C0")
             ax.plot(steps, _smooth(values, smooth), color="C0")

@@ -99,6 +99,16 @@ def test_plot_history_panels_and_smoothing():
         plot_history(history, keys=["elbo"])
 
 
+def test_plot_history_joins_the_steps_where_a_term_was_logged():
+    nan = float("nan")
+    history = {"step": [1, 2, 3, 4], "d_loss": [1.0, 0.9, 0.8, 0.7], "g_loss": [nan, 2.0, nan, 1.0]}
+    _, g_ax = plot_history(history, log=True).axes
+    (line,) = g_ax.lines
+    np.testing.assert_array_equal(line.get_xdata(), [2, 4])
+    np.testing.assert_array_equal(line.get_ydata(), [2.0, 1.0])
+    assert g_ax.get_yscale() == "log"
+
+
 def test_scatter_and_density():
     pts = torch.randn(500, 2)
     ax = scatter_2d(pts, title="gauss", lim=3)
