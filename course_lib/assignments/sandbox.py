@@ -118,7 +118,7 @@ def _python_paths() -> tuple[str, ...]:
     """The Python installation and its site-packages, outside /usr (bound read-only, same paths)."""
     import site
 
-    candidates = [sys.prefix, sys.base_prefix, os.path.dirname(sys.executable)]
+    candidates = [sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))]
     candidates += [os.path.realpath(p) for p in candidates] + site.getsitepackages()
     keep = []
     for path in sorted({os.path.abspath(p) for p in candidates if os.path.isdir(p)}, key=len):
@@ -134,14 +134,22 @@ def bwrap_problem() -> str | None:
     if shutil.which("bwrap") is None:
         return f"bubblewrap (bwrap) is not installed: {INSTALL_HINT}"
     cmd = _bwrap_command([], Limits())
-    cmd[cmd.index("--") + 1 :] = ["/bin/true"]
-    probe = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=30)
-    if probe.returncode != 0:
+    cmd[cmd.index("--") + 1 :] = [sys.executable, "-I", "-c", "import numpy"]  # Python works inside
+    probe = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=60)
+    error = probe.stderr.strip()[-300:]
+    if probe.returncode != 0 and error.startswith("bwrap:"):
         return (
-            f"bubblewrap is installed but cannot create a sandbox here ({probe.stderr.strip()[:300]}); "
-            "it needs user namespaces (sysctl kernel.unprivileged_userns_clone=1; on Ubuntu 23.10+ "
+            f"bubblewrap is installed but cannot create a sandbox here ({error}); it needs user "
+            "namespaces (sysctl kernel.unprivileged_userns_clone=1; on Ubuntu 23.10+ "
             "kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor profile for bwrap), or "
             f"run the grader as root in a container; else {INSTALL_HINT}"
+        )
+    if probe.returncode != 0:
+        return (
+            f"Python with NumPy does not start inside the sandbox ({error}); the sandbox sees only "
+            f"{', '.join(_python_paths())} and {PACKAGE}: the Python installation (or venv) must not be "
+            f"the course folder {REPO_ROOT} or a folder above it (a venv in .venv/ is fine); "
+            f"else {INSTALL_HINT}"
         )
     return None
 
