@@ -16,8 +16,8 @@ def build_ddpm(image_shape: tuple[int, int, int], num_classes: int | None = None
     T, schedule ("linear" | "cosine") and variance ("beta" | "beta_tilde") go to
     ``GaussianDiffusion``; the other options are ``UNetConfig`` fields. The defaults
     (base 16, mults (1, 2, 2), one block per level: 0.27M parameters) are sized for MNIST on a
-    2-core CPU: 8 minutes of training (about 1,600 steps of batch 64) give mostly recognisable
-    digits, and 1000-step sampling of 64 images takes 1-3 minutes. On a GPU use base 64 or more.
+    2-core CPU; notebook 06 (section 6) prints what a few minutes of training and 1000-step
+    sampling cost there, and what the samples score. On a GPU use base 64 or more.
     The result has ``loss(x, y=None)`` and ``sample(n, y=None)`` for ``course_lib.train.fit``.
     """
     if len(image_shape) != 3:
