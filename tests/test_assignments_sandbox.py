@@ -124,9 +124,10 @@ def test_reports_are_parsed_as_untrusted_data():
     ]
     t0 = time.perf_counter()
     for header in hostile:
-        report = parse_reports(frame(header, b"\0" * 16), 1)
-        assert report["outputs"] == [None] and report["calls"]["0"]["status"] == "error"
+        assert parse_reports(frame(header, b"\0" * 16), 1)["outputs"] == [None]
     assert time.perf_counter() - t0 < 2.0  # 200,000 members cost nothing
+    later = parse_reports(frame(hostile[2]) + good, 1)  # a bad frame is skipped, the next one read
+    assert later["outputs"][0]["c0_0"].tolist() == [1.0, 2.0]
     truncated = parse_reports(good + b"MSG1" + struct.pack("<I", 10**6) + b"{", 1)
     assert truncated["outputs"][0]["c0_0"].tolist() == [1.0, 2.0]  # a cut-off frame ends the reading
     assert parse_reports(frame({"type": "call", "index": 7}), 1)["calls"] == {}  # no such call

@@ -51,6 +51,7 @@ INSTALL_HINT = (
     "bubblewrap), or, only for work you trust, pass --unsafe-no-sandbox"
 )
 MAX_ARRAYS = 1024  # per call: more is not a function's output
+MAX_HEADER_BYTES = 1 << 20  # a frame's JSON header: 1,024 array descriptions fit many times over
 MAX_TEXT = 500
 
 
@@ -216,23 +217,36 @@ def _arrays(header: dict, payload: bytes) -> dict | None:
     return arrays
 
 
+def _header(raw: bytes) -> dict | None:
+    """A frame's JSON header, or None when it is too long, not JSON or not an object."""
+    if len(raw) > MAX_HEADER_BYTES:
+        return None
+    try:
+        header = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return header if isinstance(header, dict) else None
+
+
 def parse_reports(data: bytes, n_calls: int) -> dict:
-    """The runner's frames (untrusted): {"ready", "cells", "calls", "outputs"}; stops at the first bad frame."""
+    """The runner's frames (untrusted): {"ready", "cells", "calls", "outputs"}.
+
+    A frame with a bad header is skipped (its length still says where the next one starts); a
+    later frame about the same cell or call replaces an earlier one; reading stops where the
+    framing breaks (a cut-off frame, bytes that are not a frame).
+    """
     result = {"ready": None, "cells": {}, "calls": {}, "outputs": [None] * n_calls}
     pos = 0
-    while data[pos : pos + 4] == b"MSG1" and pos + 8 <= len(data):
+    while pos + 8 <= len(data) and data[pos : pos + 4] == b"MSG1":
         (length,) = struct.unpack_from("<I", data, pos + 4)
         body = data[pos + 8 : pos + 8 + length]
+        if len(body) < length:
+            break
         pos += 8 + length
-        if len(body) < length or b"\n" not in body:
-            break
-        raw, payload = body.split(b"\n", 1)
-        try:
-            header = json.loads(raw)
-        except (ValueError, RecursionError):
-            break
-        if not isinstance(header, dict):
-            break
+        raw, _, payload = body.partition(b"\n")
+        header = _header(raw)
+        if header is None:
+            continue
         kind = header.get("type")
         if kind == "ready" and isinstance(header.get("t_ready"), float):
             result["ready"] = header["t_ready"]
