@@ -27,6 +27,7 @@ __all__ = ["MODELS", "resolve_builder", "build_model"]
 MODELS: dict[str, str] = {
     "ddpm": "course_lib.diffusion.model:build_ddpm",
     "gan_mlp": "course_lib.gan.mlp:build_mlp_gan",
+    "realnvp": "course_lib.flows.model:build_flow",
 }
 
 
