@@ -32,6 +32,7 @@ SUITES: dict[str, str] = {
     "fit": "benchmarks.suite_fit:run",
     "ddpm": "benchmarks.suite_ddpm:run",
     "fit_overhead": "benchmarks.suite_fit_overhead:run",
+    "gan": "benchmarks.suite_gan:run",
 }
 
 DATASETS = ("mnist", "fashion_mnist")

@@ -28,6 +28,8 @@ MODELS: dict[str, str] = {
     "ddpm": "course_lib.diffusion.model:build_ddpm",
     "gan_mlp": "course_lib.gan.mlp:build_mlp_gan",
     "realnvp": "course_lib.flows.model:build_flow",
+    "dcgan": "course_lib.gan.dcgan:build_dcgan",
+    "cyclegan": "course_lib.gan.cyclegan:build_cyclegan",
 }
 
 

@@ -1,0 +1,82 @@
+"""DCGAN (Radford et al. 2016) for 28x28 digits and 32x32 colour images, optionally class-conditional.
+
+The DCGAN rules: strided (transposed) convolutions instead of pooling, batch normalisation in both
+networks (not on G's output nor D's input), ReLU in G with tanh at the end, LeakyReLU(0.2) in D.
+Sized for a CPU: with base=64 the pair has about 0.7M parameters.
+
+Conditioning on a class y (the conditional GAN of Mirza & Osindero 2014): G gets a learned
+embedding of y concatenated to z; D uses a projection (Miyato & Koyama 2018),
+logit(x, y) = w^T h(x) + e_y^T h(x), where h(x) are D's features and e_y a learned class vector.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from course_lib.gan.model import GAN
+
+__all__ = ["DCGANGenerator", "DCGANDiscriminator", "build_dcgan"]
+
+
+def _check_shape(image_shape: tuple[int, ...]) -> tuple[int, int]:
+    if len(image_shape) != 3 or image_shape[1] != image_shape[2] or image_shape[1] % 4:
+        raise ValueError(f"DCGAN needs square images (C, H, H) with H divisible by 4 (28 or 32), got {image_shape}")
+    return image_shape[0], image_shape[1] // 4
+
+
+class DCGANGenerator(nn.Module):
+    """(z [N, latent_dim], y [N] or None) -> images [N, C, H, H] in [-1, 1]; H = 4s, s = 7 or 8."""
+
+    def __init__(self, image_shape: tuple[int, int, int], latent_dim: int = 64, base: int = 64,
+                 num_classes: int | None = None, label_dim: int = 16):
+        super().__init__()
+        channels, self.s = _check_shape(image_shape)
+        self.label = nn.Embedding(num_classes, label_dim) if num_classes else None
+        in_dim = latent_dim + (label_dim if num_classes else 0)
+        self.fc = nn.Sequential(nn.Linear(in_dim, 2 * base * self.s**2, bias=False),
+                                nn.BatchNorm1d(2 * base * self.s**2), nn.ReLU())
+        self.up = nn.Sequential(
+            nn.ConvTranspose2d(2 * base, base, 4, 2, 1, bias=False), nn.BatchNorm2d(base), nn.ReLU(),  # (N, base, 2s, 2s)
+            nn.ConvTranspose2d(base, channels, 4, 2, 1), nn.Tanh())                                    # (N, C, 4s, 4s)
+
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        if self.label is not None:
+            if y is None:
+                raise ValueError("this generator is class-conditional: pass labels y (sample(n, y))")
+            z = torch.cat([z, self.label(y)], dim=1)
+        h = self.fc(z).view(len(z), -1, self.s, self.s)  # (N, 2 base, s, s)
+        return self.up(h)
+
+
+class DCGANDiscriminator(nn.Module):
+    """(images [N, C, H, H], y [N] or None) -> logits [N]."""
+
+    def __init__(self, image_shape: tuple[int, int, int], base: int = 64, num_classes: int | None = None):
+        super().__init__()
+        channels, s = _check_shape(image_shape)
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, base, 4, 2, 1), nn.LeakyReLU(0.2),                                    # (N, base, 2s, 2s)
+            nn.Conv2d(base, 2 * base, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * base), nn.LeakyReLU(0.2),  # (N, 2 base, s, s)
+            nn.Flatten())
+        self.out = nn.Linear(2 * base * s * s, 1)
+        self.label = nn.Embedding(num_classes, 2 * base * s * s) if num_classes else None
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        h = self.features(x)  # (N, F)
+        logits = self.out(h).squeeze(1)
+        if self.label is not None:
+            if y is None:
+                raise ValueError("this discriminator is class-conditional: pass labels y")
+            logits = logits + (self.label(y) * h).sum(dim=1)  # projection term e_y^T h(x)
+        return logits
+
+
+def build_dcgan(image_shape: tuple[int, int, int], num_classes: int | None = None, *, latent_dim: int = 64,
+                base: int = 64, **options) -> GAN:
+    """Model-zoo builder (``--model dcgan``; ``--conditional`` gives the conditional GAN).
+
+    ``options`` go to ``GAN`` (k, generator_loss, betas).
+    """
+    G = DCGANGenerator(image_shape, latent_dim, base, num_classes)
+    D = DCGANDiscriminator(image_shape, base, num_classes)
+    return GAN(G, D, latent_dim, **options)

@@ -1,0 +1,86 @@
+"""``GAN``: a generator G and a discriminator D trained by Algorithm 1 through the training contract.
+
+Algorithm 1 of Goodfellow et al. (2014), as the lectures give it::
+
+    for each training iteration:
+        for k steps:  sample a minibatch x of data and z of noise; ascend  grad_D V(D, G)
+        sample a minibatch z of noise;                             descend grad_G V(D, G)
+
+Here one ``fit`` step is one discriminator step on a fresh batch; every k-th step also takes the
+generator step. ``fit`` therefore logs ``d_loss`` on every step and ``g_loss`` on every k-th, each
+averaged over the steps that logged it, and checkpoints both optimizers under "D" and "G".
+
+Any pair of networks fits: ``G(z, y) -> x`` and ``D(x, y) -> logits`` (one logit per image, or a
+map of logits per patch for a PatchGAN; ``y`` is None for an unconditional GAN).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from course_lib.contract import GenerativeModel
+from course_lib.gan.losses import discriminator_loss, generator_loss_non_saturating, generator_loss_saturating
+
+__all__ = ["GAN", "GENERATOR_LOSSES", "truncated_normal"]
+
+GENERATOR_LOSSES = {"non_saturating": generator_loss_non_saturating, "saturating": generator_loss_saturating}
+
+
+def truncated_normal(shape: tuple[int, ...], truncation: float | None, device=None) -> Tensor:
+    """z ~ N(0, I), each coordinate redrawn until |z_i| <= truncation (BigGAN's truncation trick,
+    Brock et al. 2019); ``truncation=None`` is the plain normal. Smaller thresholds trade diversity
+    for typical, cleaner samples."""
+    z = torch.randn(shape, device=device)
+    if truncation is None:
+        return z
+    if truncation <= 0:
+        raise ValueError(f"truncation must be positive (e.g. 0.5 ... 2), got {truncation}")
+    while (outside := z.abs() > truncation).any():
+        z = torch.where(outside, torch.randn(shape, device=device), z)
+    return z
+
+
+class GAN(GenerativeModel):
+    """Generator G and discriminator D with the lecture's losses.
+
+    Args:
+        G: module called as ``G(z, y)``, z of shape [N, latent_dim].
+        D: module called as ``D(x, y)``, returning logits ([N], [N, 1] or a patch map [N, 1, h, w]).
+        latent_dim: dimension of z.
+        k: discriminator steps per generator step (Algorithm 1's k).
+        generator_loss: "non_saturating" (-log D(G(z)), the default) or "saturating" (log(1 - D(G(z)))).
+        betas: Adam's (beta1, beta2) for both players; DCGAN's (0.5, 0.999) by default
+            (Radford et al. 2016 found beta1 = 0.9 unstable).
+    """
+
+    def __init__(self, G: nn.Module, D: nn.Module, latent_dim: int, *, k: int = 1,
+                 generator_loss: str = "non_saturating", betas: tuple[float, float] = (0.5, 0.999)):
+        super().__init__()
+        if generator_loss not in GENERATOR_LOSSES:
+            raise ValueError(f"generator_loss must be one of {sorted(GENERATOR_LOSSES)}, got {generator_loss!r}")
+        if k < 1:
+            raise ValueError(f"k (discriminator steps per generator step) must be >= 1, got {k}")
+        self.G, self.D, self.latent_dim, self.k, self.betas = G, D, latent_dim, k, tuple(betas)
+        self.generator_loss = GENERATOR_LOSSES[generator_loss]
+
+    def configure_optimizers(self, lr: float) -> dict[str, torch.optim.Optimizer]:
+        return {"D": torch.optim.Adam(self.D.parameters(), lr=lr, betas=self.betas),
+                "G": torch.optim.Adam(self.G.parameters(), lr=lr, betas=self.betas)}
+
+    def train_step(self, x: Tensor, y: Tensor | None, step: int, update) -> dict[str, Tensor]:
+        """One discriminator step on the batch (x, y); on every k-th step also one generator step."""
+        z = torch.randn(len(x), self.latent_dim, device=x.device)
+        fake = self.G(z, y).detach()  # no gradient into G during D's step
+        d_loss = discriminator_loss(self.D(x, y), self.D(fake, y))
+        terms = {"d_loss": d_loss, "d_grad_norm": update(d_loss, "D")}
+        if step % self.k == 0:
+            z = torch.randn(len(x), self.latent_dim, device=x.device)  # a fresh minibatch of noise
+            g_loss = self.generator_loss(self.D(self.G(z, y), y))  # D's gradients from this are zeroed before D's next step
+            terms.update(g_loss=g_loss, g_grad_norm=update(g_loss, "G"))
+        return terms
+
+    @torch.no_grad()
+    def sample(self, n: int, y: Tensor | None = None, truncation: float | None = None) -> Tensor:
+        """n samples G(z, y), z ~ N(0, I) (truncated to |z_i| <= truncation if given), on the model's device."""
+        device = next(self.G.parameters()).device
+        return self.G(truncated_normal((n, self.latent_dim), truncation, device), y)
