@@ -131,3 +131,14 @@ def test_reports_are_parsed_as_untrusted_data():
     truncated = parse_reports(good + b"MSG1" + struct.pack("<I", 10**6) + b"{", 1)
     assert truncated["outputs"][0]["c0_0"].tolist() == [1.0, 2.0]  # a cut-off frame ends the reading
     assert parse_reports(frame({"type": "call", "index": 7}), 1)["calls"] == {}  # no such call
+
+
+def test_python_under_tmp_is_bound_after_the_sandbox_tmp():
+    """A venv in /tmp must not be hidden by the sandbox's own /tmp (found grading as `nobody`)."""
+    from course_lib.assignments.sandbox import PACKAGE, _bwrap_command, _python_paths
+
+    cmd = _bwrap_command(["3", "4", "5"], LIMITS)
+    tmpfs = cmd.index("/tmp", cmd.index("--tmpfs"))
+    for path in [*_python_paths(), str(PACKAGE)]:
+        assert cmd.index(path) > tmpfs, path
+    assert cmd[-4:] == [str(sandbox.RUNNER), "3", "4", "5"] and "--unshare-all" in cmd

@@ -104,13 +104,13 @@ def _bwrap_command(runner_args: list[str], limits: Limits) -> list[str]:
             cmd += ["--symlink", os.readlink(path), str(path)]
         elif path.is_dir():
             cmd += ["--ro-bind", str(path), str(path)]
+    cmd += ["--proc", "/proc", "--dev", "/dev"]
+    for tmpfs in ("/tmp", "/home/student"):  # before the binds below, which may lie under /tmp
+        cmd += (["--size", size] if "--size" in has else []) + ["--tmpfs", tmpfs]
     cmd += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache"]
     for path in _python_paths():
         cmd += ["--ro-bind", path, path]
     cmd += ["--ro-bind", str(PACKAGE), str(PACKAGE)]
-    cmd += ["--proc", "/proc", "--dev", "/dev"]
-    for tmpfs in ("/tmp", "/home/student"):
-        cmd += (["--size", size] if "--size" in has else []) + ["--tmpfs", tmpfs]
     return cmd + ["--chdir", "/home/student", "--", sys.executable, "-I", "-B", str(RUNNER), *runner_args]
 
 
@@ -138,7 +138,7 @@ def bwrap_problem() -> str | None:
     cmd[cmd.index("--") + 1 :] = [sys.executable, "-I", "-c", "import numpy"]  # Python works inside
     probe = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=60)
     error = probe.stderr.strip()[-300:]
-    if probe.returncode != 0 and error.startswith("bwrap:"):
+    if probe.returncode != 0 and error.startswith("bwrap:") and "execvp" not in error:
         return (
             f"bubblewrap is installed but cannot create a sandbox here ({error}); it needs user "
             "namespaces (sysctl kernel.unprivileged_userns_clone=1; on Ubuntu 23.10+ "
