@@ -116,6 +116,14 @@ def test_release_refuses_a_notebook_that_still_holds_hidden_checks(tmp_path):
     with pytest.raises(ValueError, match="leaky.ipynb contains '### BEGIN HIDDEN TESTS'"):
         release(root, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+    (root / "solutions" / "00_introduction.ipynb").write_text(
+        (ROOT / "solutions" / "00_introduction.ipynb").read_text()
+    )
+    subprocess.run(["git", "-C", str(root), "add", "."], check=True)
+    with pytest.raises(
+        ValueError, match="00_introduction.ipynb is out of date: run `python -m course_lib make-exe"
+    ):
+        release(root, tmp_path / "out")  # a tracked set whose exercise was never generated
 
 
 def test_without_bubblewrap_the_grader_refuses_unless_told(tmp_path, monkeypatch, capsys):

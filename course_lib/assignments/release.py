@@ -6,7 +6,7 @@ Copies the course (the files git tracks, or the whole tree outside git) into OUT
 * Python files outside ``course_lib/`` that read ``solutions/`` (the grader's and the sets' tests,
   the grading benchmark): they cannot run without it.
 
-Before copying, the exercises must be up to date with their sources (``make-exercises --check``);
+Before copying, the exercises of the sets it releases must be up to date with their sources;
 after copying, every notebook in OUT is read again and the release is refused (OUT removed) if
 one still holds a solution region, a hidden-tests region or a ``grade_check`` call.
 """
@@ -87,12 +87,15 @@ def release(root: Path, out: Path) -> list[Path]:
         raise ValueError(f"{out} exists and is not an empty folder: give a new folder for the release")
     if out.resolve().is_relative_to(root.resolve()):
         raise ValueError(f"{out} is inside the course {root}: write the release outside it")
+    files = course_files(root)
     for source in find_sets(root / "solutions"):
+        if source.relative_to(root) not in files:  # not part of the course yet (untracked)
+            continue
         target = root / "exercises" / source.name
         if not target.exists() or target.read_text(encoding="utf-8") != make_exercise_text(load_set(source)):
             raise ValueError(f"{target} is out of date: run `python -m course_lib make-exercises` first")
     skipped = []
-    for path in course_files(root):
+    for path in files:
         if left_out(root, path):
             skipped.append(path)
             continue
