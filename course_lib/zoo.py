@@ -27,6 +27,7 @@ __all__ = ["MODELS", "resolve_builder", "build_model"]
 MODELS: dict[str, str] = {
     "ddpm": "course_lib.diffusion.model:build_ddpm",
     "gan_mlp": "course_lib.gan.mlp:build_mlp_gan",
+    "pixelcnn": "course_lib.autoregressive.model:build_pixelcnn",
     "realnvp": "course_lib.flows.model:build_flow",
     "dcgan": "course_lib.gan.dcgan:build_dcgan",
     "cyclegan": "course_lib.gan.cyclegan:build_cyclegan",
