@@ -31,6 +31,9 @@ MODELS: dict[str, str] = {
     "realnvp": "course_lib.flows.model:build_flow",
     "dcgan": "course_lib.gan.dcgan:build_dcgan",
     "cyclegan": "course_lib.gan.cyclegan:build_cyclegan",
+    "vae": "course_lib.vae.model:build_vae",
+    "autoencoder": "course_lib.vae.model:build_autoencoder",
+    "vqvae": "course_lib.vae.model:build_vqvae",
 }
 
 
