@@ -153,3 +153,37 @@ def test_cli_trains_and_samples_a_pixelcnn_from_the_zoo(tmp_path, capsys):
                  "--out", str(tmp_path / "s.png"), "--tensor", str(tensor), "--device", "cpu"]) == 0
     samples = torch.load(tensor)
     assert samples.shape == (3, 1, 8, 8) and samples.dtype == torch.uint8
+
+
+def test_label_dropout_gives_one_model_for_p_x_given_y_and_p_x():
+    shape = (1, 2, 2)
+    model = build_pixelcnn(shape, 3, bits=1, hidden=4, layers=1, first_kernel=3, label_dropout=0.5).eval()
+    assert model.num_classes == 3 and model.net.cfg.num_classes == 4  # the 4th class is "no label"
+    images = _all_images(shape)
+    with torch.no_grad():
+        for y in (None, torch.full((16,), 2)):                  # p(x) and p(x | y = 2): each sums to one
+            total = model.log_prob(images, y).double().exp().sum()
+            torch.testing.assert_close(total, torch.tensor(1.0, dtype=torch.float64), atol=1e-5, rtol=0)
+        assert not torch.allclose(model.log_prob(images), model.log_prob(images, torch.full((16,), 2)))
+    assert model.sample(3).shape == (3, 1, 2, 2)
+    with pytest.raises(ValueError, match="0..3 .3 = no label"):
+        model.log_prob(images, torch.full((16,), 4))
+    torch.manual_seed(0)
+    model.train()
+    levels, y = model.preprocess(images), torch.zeros(16, dtype=torch.long)
+    seen = []
+    model.net.register_forward_pre_hook(lambda _, args: seen.append(args[1].clone()))
+    model.loss(levels, y)
+    assert set(seen[0].tolist()) == {0, 3}                      # some labels kept, some dropped
+
+
+def test_benchmark_suite_runs_in_fast_mode(tmp_path, monkeypatch):
+    import json
+
+    from benchmarks import run as bench
+
+    monkeypatch.setenv("COURSE_FAST", "1")
+    path = bench.main(["--suite", "pixelcnn", "--fast", "--device", "cpu", "--out-dir", str(tmp_path)])
+    record = json.loads(path.read_text())
+    assert record["suite"] == "pixelcnn" and record["steps"] > 0 and record["sampling"]["network_evaluations"] == 784
+    assert 0 < record["bpd"] < 8 and record["sampling"]["n_samples"] == 4

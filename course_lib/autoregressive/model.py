@@ -44,15 +44,20 @@ class AutoregressiveImageModel(GenerativeModel):
     ``net(x, y) -> logits [N, C, K, H, W]`` (``PixelCNN`` or ``GatedPixelCNN``); ``bits`` = log2 K.
     """
 
-    def __init__(self, net: PixelCNN | GatedPixelCNN, image_shape: tuple[int, int, int], bits: int = 8):
+    def __init__(self, net: PixelCNN | GatedPixelCNN, image_shape: tuple[int, int, int], bits: int = 8,
+                 label_dropout: float = 0.0):
         super().__init__()
         if len(image_shape) != 3:
             raise ValueError(f"image_shape must be (C, H, W), got {image_shape!r}")
         if not 1 <= bits <= 8 or 2 ** bits != net.cfg.levels or image_shape[0] != net.cfg.in_channels:
             raise ValueError(f"net (levels={net.cfg.levels}, in_channels={net.cfg.in_channels}) does not fit "
                              f"bits={bits} and image_shape={image_shape}: need levels = 2**bits, in_channels = C")
+        if label_dropout and not (0 < label_dropout < 1 and net.cfg.num_classes):
+            raise ValueError(f"label_dropout={label_dropout} needs a class-conditional net and 0 < label_dropout < 1")
         self.net, self.image_shape, self.bits, self.levels = net, tuple(image_shape), bits, 2 ** bits
-        self.num_classes = net.cfg.num_classes
+        # with label dropout the net's last class is "no label": p(x) = p(x | no label)
+        self.label_dropout = label_dropout
+        self.num_classes = None if net.cfg.num_classes is None else net.cfg.num_classes - bool(label_dropout)
 
     # --- data ---
     def preprocess(self, x: Tensor) -> Tensor:
@@ -73,9 +78,19 @@ class AutoregressiveImageModel(GenerativeModel):
         return (levels.float() * (255.0 / (self.levels - 1))).round().to(torch.uint8)
 
     # --- likelihood ---
+    def labels(self, y: Tensor | None, n: int, device) -> Tensor | None:
+        """The labels the net gets: y, or the "no label" class for y=None when trained with label dropout."""
+        if y is None and self.label_dropout:
+            return torch.full((n,), self.num_classes, dtype=torch.long, device=device)
+        top = None if self.num_classes is None else self.num_classes - 1 + bool(self.label_dropout)
+        if y is not None and top is not None and not ((0 <= y) & (y <= top)).all():
+            extra = f" ({top} = no label)" if self.label_dropout else ""
+            raise ValueError(f"labels must lie in 0..{top}{extra}, got {y.min().item()}..{y.max().item()}")
+        return y
+
     def logits(self, levels: Tensor, y: Tensor | None = None) -> Tensor:
         """levels [N, C, H, W] -> logits [N, C, K, H, W] of p(x_t = k | x_<t) for every t at once."""
-        return self.net(self.net_input(levels), y)
+        return self.net(self.net_input(levels), self.labels(y, levels.shape[0], levels.device))
 
     def nll(self, levels: Tensor, y: Tensor | None = None) -> Tensor:
         """-log p(x) = -sum_t log p(x_t | x_<t) in nats: levels [N, C, H, W] -> [N]."""
@@ -83,7 +98,11 @@ class AutoregressiveImageModel(GenerativeModel):
         return F.cross_entropy(logits, levels, reduction="none").flatten(1).sum(1)
 
     def loss(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
-        """x = levels (preprocessed). "loss" = mean NLL in nats per dimension; also "bpd" = loss / ln 2."""
+        """x = levels (preprocessed). "loss" = mean NLL in nats per dimension; also "bpd" = loss / ln 2.
+        With label dropout, training replaces each label by "no label" with that probability."""
+        if self.training and self.label_dropout and y is not None:
+            drop = torch.rand(y.shape, device=y.device) < self.label_dropout
+            y = torch.where(drop, torch.full_like(y, self.num_classes), y)
         nats_per_dim = self.nll(x, y).mean() / x[0].numel()
         return {"loss": nats_per_dim, "bpd": nats_per_dim.detach() / math.log(2.0)}
 
@@ -131,12 +150,14 @@ class AutoregressiveImageModel(GenerativeModel):
             raise ValueError(f"n_given must be between 0 and H * W = {H * W} pixels, got {n_given}")
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
-        if (y is None) != (self.num_classes is None):
+        if (y is None and self.num_classes is not None and not self.label_dropout) or (
+                y is not None and self.num_classes is None):
             raise ValueError("pass labels y (int64 [N]) exactly when the model is class-conditional "
-                             f"(num_classes={self.num_classes})")
+                             f"(num_classes={self.num_classes}, trained without label dropout)")
         was_training = self.training
         self.eval()
         levels = self.preprocess(x.to(self.device)).clone()               # [N, C, H, W]
+        y = self.labels(y, levels.shape[0], levels.device)
         inp = self.net_input(levels)                                      # what the net sees, kept in step
         for i in range(n_given // W, H):
             state = self.net.begin_row(inp[:, :, :i + 1], y)              # what does not depend on row i
@@ -152,11 +173,14 @@ class AutoregressiveImageModel(GenerativeModel):
 
 def build_pixelcnn(image_shape: tuple[int, int, int], num_classes: int | None = None, *, gated: bool = True,
                    bits: int = 8, hidden: int = 64, layers: int = 6, first_kernel: int = 7, kernel: int = 3,
-                   dilations: tuple[int, ...] = (1,)) -> AutoregressiveImageModel:
+                   dilations: tuple[int, ...] = (1,), label_dropout: float = 0.0) -> AutoregressiveImageModel:
     """Model-zoo builder (``python -m course_lib train --model pixelcnn``): a gated (default) or naive PixelCNN
-    with a 2**bits-way categorical per channel; options are ``PixelCNNConfig`` fields."""
+    with a 2**bits-way categorical per channel; options are ``PixelCNNConfig`` fields.
+
+    ``label_dropout`` (class-conditional models): the share of training labels replaced by an extra
+    "no label" class, so that one model gives p(x | y) and, with y=None, p(x)."""
     cfg = PixelCNNConfig(in_channels=image_shape[0], levels=2 ** bits, hidden=hidden, layers=layers,
                          first_kernel=first_kernel, kernel=kernel, dilations=tuple(dilations),
-                         num_classes=num_classes)
+                         num_classes=None if num_classes is None else num_classes + bool(label_dropout))
     net = GatedPixelCNN(cfg) if gated else PixelCNN(cfg)
-    return AutoregressiveImageModel(net, image_shape, bits=bits)
+    return AutoregressiveImageModel(net, image_shape, bits=bits, label_dropout=label_dropout)
