@@ -62,4 +62,4 @@ def test_fit_overhead_suite_compares_the_old_and_new_fit(tmp_path):
     for version in ("before", "after"):
         expected = 1000 * (t[version] - t[f"{version}_setup"] - t["bare"]) / 5
         assert record["overhead_ms_per_step"][version] == pytest.approx(expected)
-        assert record["ddpm_steps_per_s"][version] > 0
+    assert record["ddpm_steps_per_s"] == {}  # the DDPM comparison runs in full mode only
