@@ -12,7 +12,8 @@ cores" (issue 17). Recorded:
   test set (all 10,000 digits, or what ``load_train_test`` found), with its standard error;
 * sampling: one timed call drawing ``n_samples`` images pixel by pixel, the number of network
   evaluations (``pixel_logits`` calls; each is one pixel's horizontal stack) and seconds per image,
-  beside the cost of one training step;
+  beside the cost of one training step, and what recomputing the whole network over the whole
+  image for every pixel would cost (one full pass, timed, times the number of evaluations);
 * the machine's load (``benchmarks.run`` adds the 1-minute load average before and after).
 """
 from __future__ import annotations
@@ -81,6 +82,15 @@ def run(args) -> dict:
     del model.net.pixel_logits
     assert samples.shape[0] == b["n_samples"]
 
+    # what the same loop would cost recomputing the whole network over the whole image for every pixel
+    blank = torch.zeros(b["n_samples"], *train.x.shape[1:], device=device)
+    with torch.no_grad():
+        model.net(blank)
+        t0 = time.perf_counter()
+        for _ in range(3):
+            model.net(blank)
+        full_pass_seconds = (time.perf_counter() - t0) / 3
+
     return {
         "model": f"gated PixelCNN ({n_params} parameters; {options}), 256-way categorical per pixel, Adam",
         "dataset": args.dataset, "dataset_source": train.source, "n_train": len(train.x),
@@ -97,6 +107,9 @@ def run(args) -> dict:
         "sampling": {"n_samples": b["n_samples"], "seconds": sample_seconds,
                      "seconds_per_sample": sample_seconds / b["n_samples"],
                      "network_evaluations": len(calls), "sequential_draws": len(calls),
-                     "seconds_per_network_evaluation": sample_seconds / max(len(calls), 1)},
+                     "seconds_per_network_evaluation": sample_seconds / max(len(calls), 1),
+                     "full_network_pass_seconds": full_pass_seconds,
+                     "full_recompute_estimate_seconds": full_pass_seconds * len(calls),
+                     "saving_vs_full_recompute": full_pass_seconds * len(calls) / sample_seconds},
         "samples_per_s": b["n_samples"] / sample_seconds,
     }
