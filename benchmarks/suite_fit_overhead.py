@@ -59,33 +59,14 @@ class OverheadProbe(nn.Module):
         return {"loss": torch.stack([p.sum() for p in self.ddpm.parameters()]).sum() + 0 * x.mean()}
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _bare(model, x, steps, batch_size, lr, device) -> float:
-    from course_lib.data import batches
-
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    done, t0 = 0, time.perf_counter()
-    while done < steps:
-        for xb in batches(x, batch_size, drop_last=True):
-            loss = model.loss(xb)["loss"]
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            done += 1
-            if done == steps:
-                break
-    _sync(device)
-    return time.perf_counter() - t0
-
-
 def run(args) -> dict:
     from course_lib.data import load_dataset, to_signed
     from course_lib.diffusion import build_ddpm
     from course_lib.train import fit as fit_after
+
+    from course_lib.data import batches
+
+    from benchmarks.suite_fit import _bare_loop, _sync
 
     device, fit_before = args.device, _fit_before()
     x = to_signed(load_dataset(args.dataset, "train").x[:2048]).to(device)
@@ -101,9 +82,10 @@ def run(args) -> dict:
         _sync(device)
         return time.perf_counter() - t0
 
-    def timed_bare(n):
+    def timed_bare(n):  # the same forward, backward and Adam step without fit
         torch.manual_seed(args.seed)
-        return _bare(OverheadProbe().to(device), x, n, settings["batch_size"], settings["lr"], device)
+        return _bare_loop(OverheadProbe().to(device), lambda: batches(x, settings["batch_size"], drop_last=True), n,
+                          settings["lr"], device)
 
     probe = {"before": lambda n: timed_fit(fit_before, OverheadProbe, n),
              "after": lambda n: timed_fit(fit_after, OverheadProbe, n), "bare": timed_bare,
