@@ -33,6 +33,7 @@ SUITES: dict[str, str] = {
     "ddpm": "benchmarks.suite_ddpm:run",
     "fit_overhead": "benchmarks.suite_fit_overhead:run",
     "gan": "benchmarks.suite_gan:run",
+    "vae": "benchmarks.suite_vae:run",
     "flow": "benchmarks.suite_flow:run",
     "pixelcnn": "benchmarks.suite_pixelcnn:run",
 }

@@ -195,3 +195,28 @@ def test_cli_trains_a_vae_and_a_vqvae(tmp_path, capsys):
     assert main(["train", "--model", "vae", "--out", str(tmp_path / "bad"), "--option", "decoder=poisson",
                  *common]) == 1
     assert "decoder='poisson'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_benchmark_suite_writes_a_record(tmp_path, offline):
+    """benchmarks.run --suite vae --fast: every field the issue asks for, into tmp_path (offline data)."""
+    import warnings
+
+    from benchmarks import run as bench
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            load_dataset("mnist", "train")
+    except Exception as err:  # noqa: BLE001
+        pytest.skip(f"MNIST training digits unavailable here ({err})")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the offline MNIST fallback warns
+        path = bench.main(["--suite", "vae", "--fast", "--steps", "3", "--device", "cpu", "--out-dir", str(tmp_path)])
+    record = json.loads(path.read_text())
+    assert record["suite"] == "vae" and record["steps"] == 3 and record["iwae_k"] == 20
+    assert record["nll_iwae_nats"] > 0 and record["nll_iwae_nats"] == pytest.approx(
+        record["bpd"] * 784 * math.log(2))
+    for key in ("steps_per_s", "cpu_share", "load_average_1min_train", "test_neg_elbo_nats", "train_neg_elbo_nats",
+                "n_train", "test_source", "target_met"):
+        assert key in record, key

@@ -209,7 +209,8 @@ class VAE(_Base):
         was_training = self.training
         self.eval()
         try:
-            x = self.preprocess(x.to(next(self.parameters()).device))
+            device = next(self.parameters()).device
+            x, y = self.preprocess(x.to(device)), None if y is None else y.to(device)
             out = []
             for i in range(0, x.shape[0], batch_size):
                 xb, yb = x[i:i + batch_size], None if y is None else y[i:i + batch_size]
