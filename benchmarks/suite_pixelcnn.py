@@ -28,7 +28,7 @@ import torch
 def _budget(args) -> dict:
     if args.fast:
         return {"train_seconds": 5.0, "hidden": 8, "layers": 1, "batch_size": 8, "lr": 3e-3, "n_samples": 4, "n_test": 200}
-    return {"train_seconds": 300.0, "hidden": 32, "layers": 4, "batch_size": 16, "lr": 3e-3, "n_samples": 100, "n_test": None}
+    return {"train_seconds": 300.0, "hidden": 24, "layers": 4, "batch_size": 16, "lr": 4e-3, "n_samples": 100, "n_test": None}
 
 
 class TimeBudget:
