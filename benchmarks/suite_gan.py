@@ -6,7 +6,8 @@
 
 Training stops after ``seconds`` of wall time (a callback sets ``result.stop``), so the figure is
 what a learner gets on this machine in that time. Recorded: steps and steps/s; for 1,000 samples
-of the EMA generator (1,000 real test digits beside them as the floor, same reference, same N):
+of the trained generator in eval mode (no EMA: averaged weights do not fit the batch-norm statistics
+of the live weights; see notebook 04) (1,000 real test digits beside them as the floor, same reference, same N):
 the course classifier's label histogram (every class's share), the fraction of samples it
 classifies with p > 0.7, classifier-FID, KID and precision/recall.
 """
@@ -40,9 +41,9 @@ def run(args) -> dict:
         if b["seconds"] is not None and time.perf_counter() - t_start > b["seconds"]:
             result.stop = True
 
-    result = fit(model, train.x, steps=b["steps"], batch_size=64, lr=2e-4, ema_decay=0.999, grad_clip=None,
+    result = fit(model, train.x, steps=b["steps"], batch_size=64, lr=2e-4, grad_clip=None,
                  log_every=50, callbacks=[clock], device=device, progress=False, seed=args.seed)
-    gen = result.ema
+    gen = model.eval()
     with torch.no_grad(), torch.random.fork_rng():
         torch.manual_seed(args.seed + 1)
         samples = torch.cat([gen.postprocess(gen.sample(250)) for _ in range(-(-b["n_samples"] // 250))])
@@ -66,7 +67,7 @@ def run(args) -> dict:
     model_scores, floor = scores(samples), scores(held)
     return {
         "model": f"DCGAN base {b['base']} ({sum(p.numel() for p in model.parameters()):,} parameters), "
-                 "non-saturating loss, k = 1, Adam(2e-4, 0.5, 0.999), batch 64, EMA 0.999",
+                 "non-saturating loss, k = 1, Adam(2e-4, 0.5, 0.999), batch 64, no EMA",
         "dataset": args.dataset, "dataset_source": train.source, "n_train": len(train.x),
         "train_seconds_budget": b["seconds"], "steps": result.step, "steps_per_s": result.steps_per_s,
         "train_wall_time_s": result.wall_time, "n_samples": len(samples), "samples": model_scores,
