@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from course_lib.distributions import discretized_gaussian_log_likelihood, gaussian_kl
+from course_lib.diffusion.guidance import drop_labels
 from course_lib.diffusion.schedules import alpha_bars_from_betas, make_betas
 from course_lib.nn import mean_flat, sum_flat
 
@@ -47,11 +48,21 @@ class GaussianDiffusion(nn.Module):
             when the data are one fixed point (beta_tilde_1 = 0, so t = 1 uses beta_tilde_2).
             For data with unit variance per coordinate these are the two extremes; both give
             samples of the same quality (Ho et al. 2020, section 3.2).
+        label_dropout: in ``loss``, the probability that an example's label is replaced by
+            ``null_label`` (the network's "no label" index), so that one network learns
+            p(x | y) and p(x) for classifier-free guidance (``guidance.cfg_eps_fn``).
     """
 
     def __init__(self, model: nn.Module, betas: Tensor | None = None, *, data_shape: tuple[int, ...],
-                 schedule: str = "linear", T: int = 1000, variance: str = "beta"):
+                 schedule: str = "linear", T: int = 1000, variance: str = "beta",
+                 label_dropout: float = 0.0, null_label: int | None = None):
         super().__init__()
+        if label_dropout and null_label is None:
+            raise ValueError("label_dropout needs null_label, the network's 'no label' index "
+                             "(num_classes for course_lib's UNet).")
+        if not 0.0 <= label_dropout < 1.0:
+            raise ValueError(f"label_dropout must lie in [0, 1) (got {label_dropout}).")
+        self.label_dropout, self.null_label = label_dropout, null_label
         if variance not in _VARIANCES:
             raise ValueError(f"unknown variance {variance!r}; choose one of {_VARIANCES}.")
         betas = make_betas(schedule, T) if betas is None else torch.as_tensor(betas, dtype=torch.float64)
@@ -264,6 +275,7 @@ class GaussianDiffusion(nn.Module):
             ||eps - eps_theta(sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, t)||^2.
 
         t ~ Uniform{1, ..., T} and eps ~ N(0, I) are drawn unless given ([N] and like x0).
+        In training mode, labels are dropped with probability ``label_dropout``.
         The squared error is averaged over pixels and the batch. Returns {"loss", "mse"} scalars
         ("mse" is the same number, detached, for logging).
         """
@@ -272,6 +284,8 @@ class GaussianDiffusion(nn.Module):
         t = torch.randint(1, self.T + 1, (n,), device=x0.device) if t is None else self._time(t, n, x0.device)
         eps = torch.randn_like(x0) if eps is None else eps
         x_t = self._diffuse(x0, t, eps)
+        if self.label_dropout and y is not None and self.training:
+            y = drop_labels(y, self.label_dropout, self.null_label)
         eps_pred = self.model(x_t, t, y)
         loss = mean_flat((eps - eps_pred) ** 2).mean()
         return {"loss": loss, "mse": loss.detach()}

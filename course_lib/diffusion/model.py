@@ -10,11 +10,12 @@ __all__ = ["build_ddpm"]
 def build_ddpm(image_shape: tuple[int, int, int], num_classes: int | None = None, *, T: int = 1000,
                schedule: str = "linear", variance: str = "beta", base_channels: int = 16,
                channel_mults: tuple[int, ...] = (1, 2, 2), num_res_blocks: int = 1, num_heads: int = 1,
-               dropout: float = 0.0) -> GaussianDiffusion:
+               dropout: float = 0.0, label_dropout: float = 0.0) -> GaussianDiffusion:
     """A DDPM for images of shape (C, H, W) in [-1, 1], optionally class-conditional.
 
-    T, schedule ("linear" | "cosine") and variance ("beta" | "beta_tilde") go to
-    ``GaussianDiffusion``; the other options are ``UNetConfig`` fields. The defaults
+    T, schedule ("linear" | "cosine"), variance ("beta" | "beta_tilde") and label_dropout (the
+    fraction of labels replaced by "no label" in training, for classifier-free guidance; needs
+    num_classes) go to ``GaussianDiffusion``; the other options are ``UNetConfig`` fields. The defaults
     (base 16, mults (1, 2, 2), one block per level: 0.27M parameters) are sized for MNIST on a
     2-core CPU; notebook 06 (section 6) prints what a few minutes of training and 1000-step
     sampling cost there, and what the samples score. On a GPU use base 64 or more.
@@ -30,4 +31,7 @@ def build_ddpm(image_shape: tuple[int, int, int], num_classes: int | None = None
         raise ValueError(f"image size {image_shape[1:]} is not divisible by {factor} "
                          "(= 2^(len(channel_mults) - 1)); "
                          "pad the images or pass fewer channel_mults.")
-    return GaussianDiffusion(UNet(config), data_shape=image_shape, schedule=schedule, T=T, variance=variance)
+    if label_dropout and num_classes is None:
+        raise ValueError("label_dropout needs a class-conditional network: pass num_classes=... as well.")
+    return GaussianDiffusion(UNet(config), data_shape=image_shape, schedule=schedule, T=T, variance=variance,
+                             label_dropout=label_dropout, null_label=num_classes)

@@ -22,7 +22,8 @@ __all__ = ["UNetConfig", "UNet"]
 
 @dataclass
 class UNetConfig:
-    in_channels: int = 1  # 1 for MNIST, 3 for CIFAR-10; the output has the same number
+    in_channels: int = 1  # 1 for MNIST, 3 for CIFAR-10
+    out_channels: int | None = None  # None: as many as in_channels (more inputs: a condition image)
     base_channels: int = 16  # channels at full resolution; sets the width of the whole network
     channel_mults: tuple[int, ...] = (1, 2, 2)  # channels of each level = base * mult; len - 1 halvings
     num_res_blocks: int = 1  # residual blocks per level in the encoder (the decoder has one more)
@@ -32,7 +33,7 @@ class UNetConfig:
 
 
 class UNet(nn.Module):
-    """eps_theta(x_t, t, y): [N, C, H, W], [N] int times, optional [N] labels -> [N, C, H, W].
+    """eps_theta(x_t, t, y): [N, C, H, W], [N] int times, optional [N] labels -> [N, C_out, H, W].
 
     H and W must be divisible by 2^(len(channel_mults) - 1), e.g. by 4 for three levels.
     """
@@ -70,7 +71,8 @@ class UNet(nn.Module):
             if level > 0:
                 self.up.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
                                              nn.Conv2d(ch, ch, 3, padding=1)))  # double H, W
-        self.out = nn.Sequential(group_norm(ch), nn.SiLU(), nn.Conv2d(ch, c.in_channels, 3, padding=1))
+        out_channels = c.in_channels if c.out_channels is None else c.out_channels
+        self.out = nn.Sequential(group_norm(ch), nn.SiLU(), nn.Conv2d(ch, out_channels, 3, padding=1))
 
     def embed(self, t: Tensor, y: Tensor | None) -> Tensor:
         """Time (and class) embedding: MLP(sinusoidal(t)) + class_emb(y): [N] -> [N, 4 * base_channels]."""
@@ -102,4 +104,4 @@ class UNet(nn.Module):
                 h = layer(torch.cat([h, skips.pop()], dim=1), emb)
             else:
                 h = layer(h)
-        return self.out(h)  # (N, C, H, W)
+        return self.out(h)  # (N, C_out, H, W)
