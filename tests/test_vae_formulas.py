@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.distributions import MultivariateNormal, Normal, kl_divergence
 
-from course_lib.vae import VAE, iwae_bound, kl_to_standard_normal, negative_elbo, reparameterize
+from course_lib.vae import VAE, iwae_bound, iwae_from_log_weights, kl_to_standard_normal, negative_elbo, reparameterize
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 DT = torch.float64
@@ -210,3 +210,33 @@ def test_iwae_of_a_bernoulli_vae_against_quadrature():
     assert ((est.mean(0) - log_px).abs() < 0.01).all(), (est.mean(0), log_px)
     elbo = model.iwae_log_prob(x.repeat(2000, 1), k=1).view(2000, 2)
     assert (elbo.mean(0) < log_px - 10 * elbo.std(0) / math.sqrt(2000)).all()  # the ELBO: a looser bound
+
+
+def test_importance_log_weights_estimate_p_x_without_bias_and_give_every_L_k(lg):
+    """E_q[w] = p(x) for w = p(x|z) p(z) / q(z|x) (importance sampling is unbiased): the mean of exp(log w) / p(x)
+    over 200,000 draws from a poor q is 1 within 4 standard errors, p(x) exact. From the same draws,
+    iwae_from_log_weights gives L_1 (the mean log-weight), the single L_K, the brute-force mean over groups for
+    other k, values non-decreasing in k and below log p(x), and the same L_K as iwae_log_prob with the same seed."""
+    W, b, s2, x = lg
+    log_px, posterior = linear_gaussian(W, b, s2, x)
+    mu = posterior.mean + torch.tensor([0.5, -0.5], dtype=DT)  # shifted and wider than the posterior
+    log_var = posterior.covariance_matrix.diagonal().log() + 0.7
+    model = make_model(W, b, s2, mu, log_var)
+    big = 200_000
+    torch.manual_seed(9)
+    log_w = model.importance_log_weights(x[None], k=big, max_decoded=50_000)
+    assert log_w.shape == (big, 1)
+    ratio = (log_w[:, 0] - log_px).exp()
+    assert abs(ratio.mean() - 1) < 4 * ratio.std() / math.sqrt(big)
+    assert ratio.std() / math.sqrt(big) < 0.01  # the check is sharp enough to see a constant off by 1%
+    torch.manual_seed(9)
+    torch.testing.assert_close(model.iwae_log_prob(x[None], k=big, max_decoded=50_000),
+                               torch.logsumexp(log_w, 0) - math.log(big))
+    torch.testing.assert_close(iwae_from_log_weights(log_w, 1), log_w.mean(0))
+    torch.testing.assert_close(iwae_from_log_weights(log_w, big), torch.logsumexp(log_w, 0) - math.log(big))
+    groups = [torch.logsumexp(log_w[j:j + 40, 0], 0) - math.log(40) for j in range(0, big, 40)]
+    torch.testing.assert_close(iwae_from_log_weights(log_w, 40), torch.stack(groups).mean()[None])
+    bounds = [iwae_from_log_weights(log_w, k).item() for k in (1, 10, 100, 1000)]
+    assert all(a < b_ for a, b_ in zip(bounds, bounds[1:])) and bounds[-1] < log_px.item()
+    with pytest.raises(ValueError, match="divisor"):
+        iwae_from_log_weights(log_w, 7)

@@ -16,6 +16,11 @@ Test log-likelihood: the importance-weighted bound of Burda et al. (2016, IWAE),
 
     log p(x) >= L_k(x) = log (1/k) sum_j p(x | z_j) p(z_j) / q(z_j | x),   L_1 = ELBO <= L_k <= L_{k+1} -> log p(x)
 
+(each inequality in expectation over the draws). The terms are the importance log-weights
+log w_j = log p(x | z_j) + log p(z_j) - log q(z_j | x) (``importance_log_weights``); K draws give
+L_k for every k that divides K (``iwae_from_log_weights``: the mean of L_k over the K / k disjoint
+groups of k draws), so one pass with K = 1000 also scores k = 1, 10 and 100.
+
 Shapes: x [N, C, H, W]; mu, log_var, z [N, latent_dim]; x_hat [N, C, H, W]; every per-example
 quantity [N] in nats. The decoders (Bernoulli, discretized logistic) are in ``likelihoods``.
 """
@@ -34,7 +39,8 @@ from course_lib.distributions import gaussian_kl
 from course_lib.vae.likelihoods import get_likelihood
 from course_lib.vae.networks import check_image_shape, conv_decoder, conv_encoder, mlp
 
-__all__ = ["VAE", "AutoEncoder", "iwae_bound", "kl_to_standard_normal", "negative_elbo", "reparameterize"]
+__all__ = ["VAE", "AutoEncoder", "importance_log_weights", "iwae_bound", "iwae_from_log_weights",
+           "kl_to_standard_normal", "negative_elbo", "reparameterize"]
 
 
 def reparameterize(mu: Tensor, log_var: Tensor, eps: Tensor | None = None) -> Tensor:
@@ -58,28 +64,51 @@ def negative_elbo(log_likelihood: Callable[[Tensor], Tensor], mu: Tensor, log_va
     return -log_likelihood(z), kl_to_standard_normal(mu, log_var)
 
 
-def iwae_bound(log_likelihood: Callable[[Tensor], Tensor], mu: Tensor, log_var: Tensor, k: int,
-               chunk: int | None = None) -> Tensor:
-    """L_k = log (1/k) sum_{j=1}^k w_j, w_j = p(x|z_j) p(z_j) / q(z_j|x), z_j ~ q(z|x) iid: [N] nats.
+def importance_log_weights(log_likelihood: Callable[[Tensor], Tensor], mu: Tensor, log_var: Tensor, k: int,
+                           chunk: int | None = None) -> Tensor:
+    """log w_j = log p(x | z_j) + log p(z_j) - log q(z_j | x) for k draws z_j ~ q(z | x) iid: [k, N] nats.
 
     ``log_likelihood(z)`` maps z [c, N, D] (c draws for each of the N examples) to log p(x | z) [c, N].
-    The k draws are made ``chunk`` at a time and combined with a running logsumexp, so memory grows
-    with ``chunk``, not with k.
+    The draws are made ``chunk`` at a time (one [chunk, N, D] block of noise each), so the decoder
+    sees at most chunk * N latents per call; the result holds k * N numbers.
     """
     if k < 1:
         raise ValueError(f"k must be a positive number of importance samples, got {k}")
     chunk = k if chunk is None else max(1, int(chunk))
     std = torch.exp(0.5 * log_var)
-    total = None
+    out = []
     for start in range(0, k, chunk):
         c = min(chunk, k - start)
         eps = torch.randn((c, *mu.shape), device=mu.device, dtype=mu.dtype)  # (c, N, D)
         z = mu + std * eps
         log_pz = -0.5 * (z ** 2 + math.log(2 * math.pi)).sum(-1)  # log N(z; 0, I)         (c, N)
         log_qz = -0.5 * (eps ** 2 + log_var + math.log(2 * math.pi)).sum(-1)  # log q(z | x)  (c, N)
-        lse = torch.logsumexp(log_likelihood(z) + log_pz - log_qz, dim=0)
-        total = lse if total is None else torch.logaddexp(total, lse)
-    return total - math.log(k)
+        out.append(log_likelihood(z) + log_pz - log_qz)
+    return torch.cat(out)
+
+
+def iwae_bound(log_likelihood: Callable[[Tensor], Tensor], mu: Tensor, log_var: Tensor, k: int,
+               chunk: int | None = None) -> Tensor:
+    """L_k = log (1/k) sum_{j=1}^k w_j, w_j = p(x|z_j) p(z_j) / q(z_j|x), z_j ~ q(z|x) iid: [N] nats.
+
+    Arguments as in ``importance_log_weights`` (the k draws are made ``chunk`` at a time).
+    """
+    log_w = importance_log_weights(log_likelihood, mu, log_var, k, chunk)
+    return torch.logsumexp(log_w, dim=0) - math.log(k)
+
+
+def iwae_from_log_weights(log_weights: Tensor, k: int) -> Tensor:
+    """The mean of L_k over the K / k disjoint groups of k consecutive draws: [N] nats.
+
+    log_weights [K, N] (``importance_log_weights``); k must divide K. k = 1 gives the mean of the
+    log-weights (the ELBO estimated with K draws), k = K the single L_K.
+    """
+    total = log_weights.shape[0]
+    if k < 1 or total % k:
+        raise ValueError(f"k = {k} must be a positive divisor of the number of draws ({total}): "
+                         f"draw a multiple of k importance samples")
+    groups = log_weights.reshape(total // k, k, *log_weights.shape[1:])  # (K / k, k, N)
+    return (torch.logsumexp(groups, dim=1) - math.log(k)).mean(0)
 
 
 class _Base(GenerativeModel):
@@ -206,6 +235,15 @@ class VAE(_Base):
         once, e.g. ``course_lib.data.binarize(x, stochastic=True, generator=...)``, to score it).
         Examples go ``batch_size`` at a time, the k draws in chunks of at most ``max_decoded`` decoded images.
         """
+        log_w = self.importance_log_weights(x, k, y, batch_size, max_decoded)
+        return torch.logsumexp(log_w, dim=0) - math.log(k)
+
+    @torch.no_grad()
+    def importance_log_weights(self, x: Tensor, k: int = 1000, y: Tensor | None = None, batch_size: int = 100,
+                               max_decoded: int = 10_000) -> Tensor:
+        """log w_j = log p(x | z_j) + log p(z_j) - log q(z_j | x) for k draws z_j ~ q(z | x) per example:
+        [k, N] nats on the model's device. Arguments as in ``iwae_log_prob``, which is their logsumexp
+        minus log k (same draws for the same seed); ``iwae_from_log_weights`` gives L_k for smaller k."""
         was_training = self.training
         self.eval()
         try:
@@ -216,8 +254,9 @@ class VAE(_Base):
                 xb, yb = x[i:i + batch_size], None if y is None else y[i:i + batch_size]
                 mu, log_var = self.encode(xb, yb)
                 chunk = max(1, max_decoded // xb.shape[0])
-                out.append(iwae_bound(partial(self._log_likelihood_of_draws, xb, yb), mu, log_var, k, chunk))
-            return torch.cat(out)
+                out.append(importance_log_weights(partial(self._log_likelihood_of_draws, xb, yb), mu, log_var, k,
+                                                  chunk))
+            return torch.cat(out, dim=1)
         finally:
             self.train(was_training)
 
