@@ -36,6 +36,7 @@ SUITES: dict[str, str] = {
     "vae": "benchmarks.suite_vae:run",
     "flow": "benchmarks.suite_flow:run",
     "pixelcnn": "benchmarks.suite_pixelcnn:run",
+    "ddim": "benchmarks.suite_ddim:run",
 }
 
 DATASETS = ("mnist", "fashion_mnist")

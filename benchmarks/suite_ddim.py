@@ -1,0 +1,102 @@
+"""Suite ``ddim``: lecture 07's targets on one class-conditional DDPM of notebook 07.
+
+    python -m benchmarks.run --suite ddim --threads 1       # CPU: 2,000 steps, 128 samples per sampler
+    python -m benchmarks.run --suite ddim --fast            # seconds (a tiny network)
+
+One U-Net eps_theta (notebook 06's, base 16 on a CPU, with a class embedding), trained with label
+dropout 0.15 so that it is also the unconditional model. Recorded, all by the course classifier:
+
+* DDPM (Algorithm 2, all T = 1000 steps) and DDIM (eta = 0) with 50 and 20 steps, unconditional
+  samples from the same model: classifier-FID against real test digits (and the floor: as many
+  real test digits), seconds per sample, the FID ratio DDIM / DDPM and the speed-up;
+* classifier-free guidance at w = 0 and w = 3 (DDIM, 50 steps), 10 samples per class per ten
+  draws: label accuracy (the target: at least 95% at w = 3), precision and recall.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+
+def _budget(args) -> dict:
+    if args.fast:
+        b = dict(base_channels=8, steps=10, batch_size=16, n_samples=8, n_guided=20)
+    elif args.device.type == "cuda":
+        b = dict(base_channels=64, steps=10_000, batch_size=128, n_samples=1000, n_guided=1000)
+    else:
+        b = dict(base_channels=16, steps=2000, batch_size=64, n_samples=128, n_guided=200)
+    if args.steps:
+        b["steps"] = args.steps
+    return b
+
+
+def run(args) -> dict:
+    from course_lib import evaluate
+    from course_lib.data import load_train_test
+    from course_lib.diffusion import build_ddpm
+    from course_lib.diffusion.ddim import ddim_sample
+    from course_lib.diffusion.guidance import cfg_eps_fn
+    from course_lib.train import fit
+
+    device, b = args.device, _budget(args)
+    train, test = load_train_test(args.dataset, holdout=1000)
+    model = build_ddpm(tuple(train.x.shape[1:]), num_classes=10, label_dropout=0.15,
+                       base_channels=b["base_channels"], T=1000)
+    lr, decay = (2e-4, 0.9995) if device.type == "cuda" else (1e-3, 0.995)
+    result = fit(model, (train.x, train.y.long()), steps=b["steps"], batch_size=b["batch_size"], lr=lr,
+                 ema_decay=decay, device=device, progress=False, seed=args.seed)
+    ema, null = result.ema, 10
+
+    classifier = evaluate.load_classifier(device=device, dataset=args.dataset)
+    perm = torch.randperm(len(test.x), generator=torch.Generator().manual_seed(3))
+    n = b["n_samples"]
+    reference = test.x[perm[max(n, b["n_guided"]):]]
+    f_ref, _, _ = evaluate.classifier_outputs(reference, classifier=classifier, device=device)
+
+    def features(x):
+        f, logits, _ = evaluate.classifier_outputs(x.cpu(), classifier=classifier, device=device)
+        return f, logits
+
+    def timed(draw):
+        start = time.perf_counter()
+        x = draw()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return x, time.perf_counter() - start
+
+    y_null = torch.full((n,), null, device=device)
+    gen = lambda: torch.Generator(device).manual_seed(args.seed + 1)  # noqa: E731
+    runs = {"ddpm_1000": lambda: ema.sample(n, y=y_null, progress=False, generator=gen()),
+            "ddim_50": lambda: ddim_sample(ema, n, 50, y=y_null, generator=gen()),
+            "ddim_20": lambda: ddim_sample(ema, n, 20, y=y_null, generator=gen())}
+    samplers = {}
+    for name, draw in runs.items():
+        x, seconds = timed(draw)
+        samplers[name] = {"fid": evaluate.frechet_distance(f_ref, features(x)[0]), "seconds_per_sample": seconds / n}
+    floor = evaluate.frechet_distance(f_ref, features(test.x[perm[:n]])[0])
+    ddpm, ddim = samplers["ddpm_1000"], samplers["ddim_50"]
+
+    y = torch.arange(b["n_guided"], device=device) % 10
+    guided = {}
+    for w in (0.0, 3.0):
+        x = ddim_sample(ema, len(y), 50, eps_fn=cfg_eps_fn(ema.model, y, w, null), generator=gen())
+        f, logits = features(x)
+        pr = evaluate.precision_recall(f_ref, f, k=3)
+        guided[f"w={w:g}"] = {"label_accuracy": (logits.argmax(1).cpu() == y.cpu()).float().mean().item(),
+                              "precision": pr["precision"], "recall": pr["recall"]}
+    return {
+        "model": f"class-conditional DDPM, U-Net ({sum(p.numel() for p in model.parameters())} parameters, base "
+                 f"{b['base_channels']}), label dropout 0.15, linear schedule T = 1000, L_simple, Adam, EMA",
+        "dataset": args.dataset, "dataset_source": train.source, "n_train": int(len(train.x)),
+        "test_source": test.source, "steps": result.step, "batch_size": b["batch_size"],
+        "train_wall_time_s": result.wall_time, "steps_per_s": result.steps_per_s,
+        "n_samples": n, "fid_floor": floor, "samplers": samplers,
+        "ddim50_fid_over_ddpm1000": ddim["fid"] / ddpm["fid"],
+        "ddim50_speedup": ddpm["seconds_per_sample"] / ddim["seconds_per_sample"],
+        "cfg": guided, "n_guided": len(y),
+        "targets": {"ddim50_within_10_percent": ddim["fid"] <= 1.10 * ddpm["fid"],
+                    "ddim50_at_least_15x_faster": ddpm["seconds_per_sample"] >= 15 * ddim["seconds_per_sample"],
+                    "cfg_w3_label_accuracy_95": guided["w=3"]["label_accuracy"] >= 0.95},
+        "quality_reference": f"{len(reference)} real {test.split} images; floor: {n} other real ones",
+    }
