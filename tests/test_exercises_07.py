@@ -1,0 +1,192 @@
+"""Exercise set 07 (DDIM and guidance), graded by the real grader in one run.
+
+Students, all made from the source notebook and graded together with
+``python -m course_lib grade 07 SUBMISSIONS --out RESULTS --seed 7``:
+
+* ``correct``: the solution itself -> 20/20;
+* ``alternative``: other, equivalent formulas (the DDIM step as a combination of x_t and eps, CFG as
+  eps_cond + w (eps_cond - eps_uncond), the guided eps through the score, the posterior variance in
+  DDIM's factored form, the mixture score with a loop and logsumexp, the tilted Gaussian through
+  natural parameters) -> 20/20: the hidden checks accept any correct answer;
+* ``untouched``: the generated exercise -> 0;
+* ``derivation_free``: answers written without the derivations: the forward jump's variance
+  1 - ab_t / ab_s for the posterior variance, the score of the undiffused mixture, "guidance divides
+  the variance by 1 + w" -> only the three translation tasks score (8/20);
+* ``wrong_cfg_sign``: (1 - w) eps_cond + w eps_uncond -> that task 0;
+* ``policy_library``: the DDIM step from ``course_lib.diffusion.ddim`` -> policy, 0.
+"""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from course_lib.__main__ import main as course_main
+from course_lib.assignments.source import load_set
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTION = ROOT / "solutions" / "07_ddim_guidance.ipynb"
+EXERCISE = ROOT / "exercises" / "07_ddim_guidance.ipynb"
+POINTS = {"ddim_step": 3, "cfg_combine": 2, "guided_eps": 3, "posterior_variance": 4, "mixture_score": 4,
+          "cfg_gaussian": 4}
+DERIVED = ["posterior_variance", "mixture_score", "cfg_gaussian"]
+
+ALTERNATIVE = {
+    "answer_ddim_step": (
+        "def ddim_step(x_t, eps, alpha_bar_t, alpha_bar_s, eta, z):\n"
+        "    var = eta ** 2 * (1 - alpha_bar_s) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_s)\n"
+        "    gain = (alpha_bar_s / alpha_bar_t).sqrt()\n"
+        "    eps_coef = (1 - alpha_bar_s - var).sqrt() - gain * (1 - alpha_bar_t).sqrt()\n"
+        "    return gain * x_t + eps_coef * eps + var.sqrt() * z\n"
+    ),
+    "answer_cfg_combine": "def cfg_combine(eps_cond, eps_uncond, w):\n    return eps_cond + w * (eps_cond - eps_uncond)\n",
+    "answer_guided_eps": (
+        "def guided_eps(eps, grad_log_p_y, alpha_bar_t, scale):\n"
+        "    root = torch.sqrt(1 - alpha_bar_t)\n"
+        "    score = -eps / root + scale * grad_log_p_y\n"
+        "    return -root * score\n"
+    ),
+    "answer_posterior_variance": (
+        "def posterior_variance(alpha_bar_t, alpha_bar_s):\n"
+        "    return (1 - alpha_bar_s) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_s)\n"
+    ),
+    "answer_mixture_score": (
+        "def mixture_score(x, alpha_bar, means, std, weights):\n"
+        "    v = alpha_bar * std ** 2 + 1 - alpha_bar\n"
+        "    logs, grads = [], []\n"
+        "    for m, p in zip(means, weights):\n"
+        "        centre = math.sqrt(alpha_bar) * m\n"
+        "        logs.append(torch.log(p) - (x - centre) ** 2 / (2 * v) - 0.5 * math.log(2 * math.pi * v))\n"
+        "        grads.append((centre - x) / v)\n"
+        "    logs = torch.stack(logs)\n"
+        "    r = torch.exp(logs - torch.logsumexp(logs, dim=0))\n"
+        "    return (r * torch.stack(grads)).sum(dim=0)\n"
+    ),
+    "answer_cfg_gaussian": (
+        "def cfg_gaussian(mu_c, sigma2, mu, tau2, w):\n"
+        "    eta1 = torch.tensor((1 + w) * mu_c / sigma2 - w * mu / tau2, dtype=torch.float64)\n"
+        "    eta2 = torch.tensor(-0.5 * (1 + w) / sigma2 + 0.5 * w / tau2, dtype=torch.float64)\n"
+        "    return torch.stack([-eta1 / (2 * eta2), -1 / (2 * eta2)])\n"
+    ),
+}
+
+DERIVATION_FREE = {
+    "answer_posterior_variance": (  # the forward jump's variance, not the posterior's
+        "def posterior_variance(alpha_bar_t, alpha_bar_s):\n    return 1 - alpha_bar_t / alpha_bar_s\n"
+    ),
+    "answer_mixture_score": (  # the score of the clean mixture: alpha_bar ignored
+        "def mixture_score(x, alpha_bar, means, std, weights):\n"
+        "    log_joint = torch.log(weights) - 0.5 * (x[:, None] - means) ** 2 / std ** 2\n"
+        "    r = torch.softmax(log_joint, dim=1)\n"
+        "    return (r * (means - x[:, None]) / std ** 2).sum(dim=1)\n"
+    ),
+    "answer_cfg_gaussian": (  # "guidance sharpens the class by 1 + w", the mean left where it was
+        "def cfg_gaussian(mu_c, sigma2, mu, tau2, w):\n"
+        "    return torch.tensor([mu_c, sigma2 / (1 + w)], dtype=torch.float64)\n"
+    ),
+}
+
+
+def gid(cell):
+    return cell["metadata"].get("nbgrader", {}).get("grade_id")
+
+
+def with_answers(replacements: dict) -> dict:
+    """The solution with some answer cells changed: {grade_id: (old, new)} or {grade_id: new code}."""
+    nb = json.loads(SOLUTION.read_text())
+    for cell in nb["cells"]:
+        if gid(cell) in replacements:
+            change = replacements[gid(cell)]
+            source = "".join(cell["source"])
+            if isinstance(change, tuple):
+                assert change[0] in source, f"{gid(cell)}: {change[0]!r} not in the solution"
+                source = source.replace(*change)
+            else:
+                source = change
+            cell["source"] = source
+    return nb
+
+
+def students() -> dict:
+    return {
+        "correct": json.loads(SOLUTION.read_text()),
+        "alternative": with_answers(ALTERNATIVE),
+        "untouched": EXERCISE.read_text(),
+        "derivation_free": with_answers(DERIVATION_FREE),
+        "wrong_cfg_sign": with_answers({"answer_cfg_combine": ("(1 + w) * eps_cond - w * eps_uncond",
+                                                               "(1 - w) * eps_cond + w * eps_uncond")}),
+        "policy_library": with_answers({
+            "answer_ddim_step": "def ddim_step(x_t, eps, alpha_bar_t, alpha_bar_s, eta, z):\n"
+                                "    from course_lib.diffusion.ddim import ddim_step as reference\n"
+                                "    return reference(x_t, eps, alpha_bar_t, alpha_bar_s, eta, z)[0]\n"}),
+    }
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """One grading run with the command instructors use; returns (grades.csv rows, JSON records)."""
+    base = tmp_path_factory.mktemp("grade_07")
+    (base / "subs").mkdir()
+    for student, nb in students().items():
+        (base / "subs" / f"{student}.ipynb").write_text(nb if isinstance(nb, str) else json.dumps(nb))
+    args = ["grade", "07", str(base / "subs"), "--out", str(base / "results"), "--seed", "7"]
+    assert course_main(args + ["--solutions", str(ROOT / "solutions"), "--workers", "2"]) == 0
+    rows = {r["student"]: r for r in csv.DictReader((base / "results" / "grades.csv").open())}
+    records = {s: json.loads((base / "results" / f"{s}.json").read_text()) for s in rows}
+    return rows, records
+
+
+# student -> (total, status, {task: substring of its reason}); tasks not named score full marks
+EXPECTED = {
+    "correct": (20, "ok", {}),
+    "alternative": (20, "ok", {}),
+    "untouched": (0, "error", {task: "not implemented yet" for task in POINTS}),
+    "derivation_free": (8, "ok", {task: "wrong value" for task in DERIVED}),
+    "wrong_cfg_sign": (18, "ok", {"cfg_combine": "wrong value"}),
+    "policy_library": (0, "policy", {"ddim_step": "course_lib.diffusion"}),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("student", sorted(EXPECTED))
+def test_grades_and_reasons(graded, student):
+    rows, records = graded
+    total, status, reasons = EXPECTED[student]
+    row, record = rows[student], records[student]
+    assert (float(row["total"]), row["max"], row["status"]) == (total, "20", status), record["tasks"]
+    for task, points in POINTS.items():
+        expected = 0 if (task in reasons or total == 0) else points
+        assert float(row[task]) == expected, (task, record["tasks"][task])
+    for task, text in reasons.items():
+        reason = record["tasks"][task]["reason"].replace("'", "`")
+        assert text.replace("'", "`") in reason, record["tasks"][task]
+
+
+def test_set_layout_points_and_policy():
+    exercise_set = load_set(SOLUTION)
+    assert {t.grade_id: t.points for t in exercise_set.tasks} == POINTS
+    assert exercise_set.allowed_imports == ["torch", "math", "numpy"]
+    forbidden = {t.grade_id: {n for c in t.checks for n in c.forbid} for t in exercise_set.tasks}
+    assert all("course_lib.diffusion" in names for names in forbidden.values())
+    assert "torch.distributions" in forbidden["mixture_score"]
+    assert all(sum(c.drawn for c in t.checks) >= 1 for t in exercise_set.tasks), "every task needs drawn inputs"
+    text = EXERCISE.read_text()
+    assert "BEGIN SOLUTION" not in text and "grade_check" not in text
+    answers = [c for c in json.loads(text)["cells"] if c["metadata"].get("nbgrader", {}).get("solution")]
+    assert len(answers) == 6 and all("raise NotImplementedError()" in "".join(c["source"]) for c in answers)
+
+
+def test_check_cells_do_not_show_or_use_other_answers():
+    """A task's visible check calls only its own function and prints no values of it."""
+    nb = json.loads(EXERCISE.read_text())
+    for cell in nb["cells"]:
+        task = cell["metadata"].get("nbgrader", {}).get("grade_id")
+        if task not in POINTS:
+            continue
+        source = "".join(cell["source"])
+        for other in POINTS:
+            if other != task:
+                assert f"{other}(" not in source, f"the check of {task} calls {other}"
+        printed = [line for line in source.splitlines() if line.lstrip().startswith("print(")]
+        assert all(task in line and "passed" in line for line in printed), f"{task}: the check prints {printed}"
