@@ -66,7 +66,7 @@ def run(args) -> dict:
         return x, time.perf_counter() - start
 
     y_null = torch.full((n,), null, device=device)
-    gen = lambda: torch.Generator(device).manual_seed(args.seed + 1)  # noqa: E731
+    gen = lambda: torch.Generator(device).manual_seed(args.seed + 1)
     runs = {"ddpm_1000": lambda: ema.sample(n, y=y_null, progress=False, generator=gen()),
             "ddim_50": lambda: ddim_sample(ema, n, 50, y=y_null, generator=gen()),
             "ddim_20": lambda: ddim_sample(ema, n, 20, y=y_null, generator=gen())}
@@ -88,7 +88,7 @@ def run(args) -> dict:
     return {
         "model": f"class-conditional DDPM, U-Net ({sum(p.numel() for p in model.parameters())} parameters, base "
                  f"{b['base_channels']}), label dropout 0.15, linear schedule T = 1000, L_simple, Adam, EMA",
-        "dataset": args.dataset, "dataset_source": train.source, "n_train": int(len(train.x)),
+        "dataset": args.dataset, "dataset_source": train.source, "n_train": len(train.x),
         "test_source": test.source, "steps": result.step, "batch_size": b["batch_size"],
         "train_wall_time_s": result.wall_time, "steps_per_s": result.steps_per_s,
         "n_samples": n, "fid_floor": floor, "samplers": samplers,

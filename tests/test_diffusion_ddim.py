@@ -9,8 +9,14 @@ from torch import nn
 from course_lib.diffusion import GaussianDiffusion
 from course_lib.diffusion.checks import gaussian_eps_star
 from course_lib.diffusion.checks_07 import ddim_marginals, ddim_variance_is_posterior
-from course_lib.diffusion.ddim import (ddim_invert, ddim_sample, ddim_sigma, ddim_step, naive_skip_sample,
-                                       timesteps)
+from course_lib.diffusion.ddim import (
+    ddim_invert,
+    ddim_sample,
+    ddim_sigma,
+    ddim_step,
+    naive_skip_sample,
+    timesteps,
+)
 
 M, S = 0.5, 0.3
 

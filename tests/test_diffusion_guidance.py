@@ -9,9 +9,17 @@ from torch import nn
 from course_lib.diffusion import GaussianDiffusion, UNet, UNetConfig, build_ddpm
 from course_lib.diffusion.checks_07 import cfg_identity
 from course_lib.diffusion.ddim import ddim_sample
-from course_lib.diffusion.guidance import (ConcatConditioned, NoisyClassifier, cfg_combine, cfg_eps_fn,
-                                           classifier_guided_ddpm_sample, classifier_guided_eps_fn,
-                                           classifier_log_prob_grad, classifier_loss, drop_labels)
+from course_lib.diffusion.guidance import (
+    ConcatConditioned,
+    NoisyClassifier,
+    cfg_combine,
+    cfg_eps_fn,
+    classifier_guided_ddpm_sample,
+    classifier_guided_eps_fn,
+    classifier_log_prob_grad,
+    classifier_loss,
+    drop_labels,
+)
 from course_lib.diffusion.toy import mixture_eps_star
 
 CENTRES = torch.tensor([[-2.0, -2.0], [-2.0, 2.0], [2.0, -2.0], [2.0, 2.0]])
@@ -70,7 +78,7 @@ def test_classifier_guidance_at_scale_one_is_the_conditional_model(toy):
     x = torch.randn(500, 2, generator=torch.Generator().manual_seed(0)) * 3
     t = torch.randint(1, 101, (500,), generator=torch.Generator().manual_seed(1))
     y = torch.randint(0, K, (500,), generator=torch.Generator().manual_seed(2))
-    uncond = lambda x_t, time: toy.model(x_t, time)  # noqa: E731
+    uncond = lambda x_t, time: toy.model(x_t, time)
     guided = classifier_guided_eps_fn(uncond, classifier, y, 1.0, toy.alpha_bars)(x, t)
     torch.testing.assert_close(guided, toy.model(x, t, y), atol=2e-4, rtol=1e-4)
 
@@ -85,8 +93,7 @@ def test_log_prob_gradient_matches_finite_differences():
         xp, xm = x.clone(), x.clone()
         xp[n, 0, i, j] += h
         xm[n, 0, i, j] -= h
-        lp = lambda z: torch.log_softmax(clf(z, t), 1)[n, y[n]]  # noqa: E731
-        fd = (lp(xp) - lp(xm)) / (2 * h)
+        fd = (torch.log_softmax(clf(xp, t), 1)[n, y[n]] - torch.log_softmax(clf(xm, t), 1)[n, y[n]]) / (2 * h)
         assert abs(g[n, 0, i, j].item() - fd.item()) < 1e-6 * max(1.0, abs(fd.item()))
 
 

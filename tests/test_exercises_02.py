@@ -16,14 +16,18 @@ Students, all made from the source notebook and graded together with
 That ``exercises/02_*.ipynb`` matches the source is tested for every set in test_assignments_source.py.
 """
 
-import csv
 import json
 import shutil
 from pathlib import Path
 
 import pytest
+from exercise_harness import (
+    assert_checks_keep_to_their_task,
+    assert_grade,
+    grade_cohort,
+    with_answers,
+)
 
-from course_lib.__main__ import main as course_main
 from course_lib.assignments.source import load_set
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,24 +106,10 @@ NO_BLIND_SPOT = {
 }
 
 
-def gid(cell):
-    return cell["metadata"].get("nbgrader", {}).get("grade_id")
-
-
-def with_answers(replacements: dict) -> dict:
-    """The solution with some answer cells changed: {grade_id: (old, new)} or {grade_id: new code}."""
-    nb = json.loads(SOLUTION.read_text())
-    for cell in nb["cells"]:
-        if gid(cell) in replacements:
-            change = replacements[gid(cell)]
-            source = "".join(cell["source"])
-            if isinstance(change, tuple):
-                assert change[0] in source, f"{gid(cell)}: {change[0]!r} not in the solution"
-                source = source.replace(*change)
-            else:
-                source = change
-            cell["source"] = source
-    return nb
+def students() -> dict:
+    return {"correct": with_answers(SOLUTION, {}), "alternative": with_answers(SOLUTION, ALTERNATIVE),
+            "untouched": EXERCISE.read_text(), "leaky_mask": with_answers(SOLUTION, LEAKY_MASK),
+            "no_blind_spot": with_answers(SOLUTION, NO_BLIND_SPOT)}
 
 
 @pytest.fixture(scope="module")
@@ -127,42 +117,23 @@ def graded(tmp_path_factory):
     """One grading run with the command instructors use; returns (grades.csv rows, JSON records)."""
     if shutil.which("bwrap") is None:
         pytest.skip("bubblewrap is not installed (the grader sandboxes every submission)")
-    base = tmp_path_factory.mktemp("grade_02")
-    (base / "subs").mkdir()
-    students = {"correct": with_answers({}), "alternative": with_answers(ALTERNATIVE),
-                "untouched": EXERCISE.read_text(), "leaky_mask": with_answers(LEAKY_MASK),
-                "no_blind_spot": with_answers(NO_BLIND_SPOT)}
-    for student, nb in students.items():
-        (base / "subs" / f"{student}.ipynb").write_text(nb if isinstance(nb, str) else json.dumps(nb))
-    args = ["grade", "02", str(base / "subs"), "--out", str(base / "results"), "--seed", "7"]
-    assert course_main(args + ["--solutions", str(ROOT / "solutions"), "--workers", "2"]) == 0
-    rows = {r["student"]: r for r in csv.DictReader((base / "results" / "grades.csv").open())}
-    records = {s: json.loads((base / "results" / f"{s}.json").read_text()) for s in rows}
-    return rows, records
+    return grade_cohort(tmp_path_factory.mktemp("grade_02"), "02", students())
 
 
-# student -> (total, {task: substring of its reason}); tasks not named score full marks
+# student -> (total, status (None: not compared), {task: substring of its reason}); tasks not named score full marks
 EXPECTED = {
-    "correct": (16, {}),
-    "alternative": (16, {}),
-    "untouched": (0, {task: "not implemented yet" for task in POINTS}),
-    "leaky_mask": (12, {"causal_mask": "wrong value"}),
-    "no_blind_spot": (9, {"receptive_field": "wrong value", "blind_spot": "wrong value"}),
+    "correct": (16, None, {}),
+    "alternative": (16, None, {}),
+    "untouched": (0, None, {task: "not implemented yet" for task in POINTS}),
+    "leaky_mask": (12, None, {"causal_mask": "wrong value"}),
+    "no_blind_spot": (9, None, {"receptive_field": "wrong value", "blind_spot": "wrong value"}),
 }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("student", sorted(EXPECTED))
 def test_grades_and_reasons(graded, student):
-    rows, records = graded
-    total, reasons = EXPECTED[student]
-    row, record = rows[student], records[student]
-    assert (float(row["total"]), row["max"]) == (total, "16"), record["tasks"]
-    for task, points in POINTS.items():
-        expected = 0 if (task in reasons or total == 0) else points
-        assert float(row[task]) == expected, (task, record["tasks"][task])
-    for task, text in reasons.items():
-        assert text in record["tasks"][task]["reason"], record["tasks"][task]
+    assert_grade(graded, student, EXPECTED[student], POINTS)
 
 
 def test_set_layout_points_and_policy():
@@ -180,18 +151,7 @@ def test_set_layout_points_and_policy():
 
 def test_check_cells_do_not_show_or_use_other_answers():
     """A task's visible check calls only its own function and prints no values of it."""
-    nb = json.loads(EXERCISE.read_text())
-    own = {"causal_mask": ("causal_mask", "stack_dependence")}
-    for cell in nb["cells"]:
-        task = gid(cell)
-        if task not in POINTS:
-            continue
-        source = "".join(cell["source"])
-        for other in POINTS:
-            if other != task and other not in own.get(task, ()):
-                assert f"{other}(" not in source, f"the check of {task} calls {other}"
-        printed = [line for line in source.splitlines() if line.lstrip().startswith("print(")]
-        assert all(task in line and "passed" in line for line in printed), f"{task}: the check prints {printed}"
+    assert_checks_keep_to_their_task(EXERCISE, SOLUTION)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 7, 123])

@@ -23,15 +23,20 @@ wrong answers fail and the alternatives pass whatever the seed (in-process, with
 That ``exercises/04_gan.ipynb`` matches the source is tested for every set in test_assignments_source.py.
 """
 
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from exercise_harness import (
+    assert_checks_keep_to_their_task,
+    assert_grade,
+    grade_cohort,
+    grade_id,
+    with_answers,
+)
 
-from course_lib.__main__ import main as course_main
 from course_lib.assignments.checks import TensorInput, to_numpy_outputs
 from course_lib.assignments.source import load_set
 
@@ -159,27 +164,14 @@ NAIVE_LOGS = {  # the textbook formulas with torch.log(torch.sigmoid(...)): righ
 }
 
 
-def gid(cell):
-    return cell["metadata"].get("nbgrader", {}).get("grade_id")
-
-
-def with_answers(replacements: dict) -> dict:
-    """The solution with some answer cells replaced: {grade_id: new code}."""
-    nb = json.loads(SOLUTION.read_text())
-    for cell in nb["cells"]:
-        if gid(cell) in replacements:
-            cell["source"] = replacements[gid(cell)]
-    return nb
-
-
 def students() -> dict:
     return {
         "correct": json.loads(SOLUTION.read_text()),
-        "alternative": with_answers(ALTERNATIVE),
+        "alternative": with_answers(SOLUTION, ALTERNATIVE),
         "untouched": EXERCISE.read_text(),
-        "derivation_free": with_answers(DERIVATION_FREE),
-        "naive_logs": with_answers(NAIVE_LOGS),
-        "policy_reference": with_answers(
+        "derivation_free": with_answers(SOLUTION, DERIVATION_FREE),
+        "naive_logs": with_answers(SOLUTION, NAIVE_LOGS),
+        "policy_reference": with_answers(SOLUTION, 
             {
                 "answer_discriminator_loss": "def discriminator_loss(logits_real, logits_fake):\n"
                 "    from course_lib.gan import discriminator_loss as reference\n"
@@ -192,15 +184,7 @@ def students() -> dict:
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     """One grading run with the command instructors use; returns (grades.csv rows, JSON records)."""
-    base = tmp_path_factory.mktemp("grade_04")
-    (base / "subs").mkdir()
-    for student, nb in students().items():
-        (base / "subs" / f"{student}.ipynb").write_text(nb if isinstance(nb, str) else json.dumps(nb))
-    args = ["grade", "04", str(base / "subs"), "--out", str(base / "results"), "--seed", "7"]
-    assert course_main(args + ["--solutions", str(ROOT / "solutions"), "--workers", "2"]) == 0
-    rows = {r["student"]: r for r in csv.DictReader((base / "results" / "grades.csv").open())}
-    records = {s: json.loads((base / "results" / f"{s}.json").read_text()) for s in rows}
-    return rows, records
+    return grade_cohort(tmp_path_factory.mktemp("grade_04"), "04", students())
 
 
 # student -> (total, status, {task: substring of its reason}); tasks not named score full marks
@@ -232,16 +216,7 @@ EXPECTED = {
 @pytest.mark.slow
 @pytest.mark.parametrize("student", sorted(EXPECTED))
 def test_grades_and_reasons(graded, student):
-    rows, records = graded
-    total, status, reasons = EXPECTED[student]
-    row, record = rows[student], records[student]
-    assert (float(row["total"]), row["max"], row["status"]) == (total, "20", status), record["tasks"]
-    for task, points in POINTS.items():
-        expected = 0 if (task in reasons or total == 0) else points
-        assert float(row[task]) == expected, (task, record["tasks"][task])
-    for task, text in reasons.items():
-        reason = record["tasks"][task]["reason"].replace("'", "`")
-        assert text.replace("'", "`") in reason, record["tasks"][task]
+    assert_grade(graded, student, EXPECTED[student], POINTS)
 
 
 def test_set_layout_points_and_policy():
@@ -261,20 +236,8 @@ def test_set_layout_points_and_policy():
 
 
 def test_check_cells_do_not_show_or_use_other_answers():
-    """A task's visible check calls only its own functions and prints no values of them."""
-    nb = json.loads(EXERCISE.read_text())
-    functions = {task: [c.function for c in t.checks] for task, t in ((t.grade_id, t) for t in load_set(SOLUTION).tasks)}
-    for cell in nb["cells"]:
-        task = gid(cell)
-        if task not in POINTS:
-            continue
-        source = "".join(cell["source"])
-        for other, names in functions.items():
-            for name in names:
-                if other != task:
-                    assert f"{name}(" not in source, f"the check of {task} calls {name}"
-        printed = [line for line in source.splitlines() if line.lstrip().startswith("print(")]
-        assert all(task in line and "passed" in line for line in printed), f"{task}: the check prints {printed}"
+    """A task's visible check calls only its own function and prints no values of it."""
+    assert_checks_keep_to_their_task(EXERCISE, SOLUTION)
 
 
 def _cases(seed):
@@ -332,7 +295,7 @@ def test_answers_on_other_seeds(seed):
         for cell in nb["cells"]:
             meta = cell["metadata"].get("nbgrader", {})
             if cell["cell_type"] == "code" and not meta.get("grade"):
-                exec("".join(replace.get(gid(cell), cell["source"])), names)  # noqa: S102 (the set's own code)
+                exec("".join(replace.get(grade_id(cell), cell["source"])), names)  # noqa: S102 (the set's own code)
         return names
 
     spaces = {"solution": namespace({}), "alternative": namespace(ALTERNATIVE),

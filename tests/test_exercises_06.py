@@ -21,14 +21,18 @@ checks, for several seeds, that every drawn schedule and time is a legal DDPM in
 That ``exercises/06_*.ipynb`` matches the source is tested for every set in test_assignments_source.py.
 """
 
-import csv
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from exercise_harness import (
+    assert_checks_keep_to_their_task,
+    assert_grade,
+    grade_cohort,
+    with_answers,
+)
 
-from course_lib.__main__ import main as course_main
 from course_lib.assignments.checks import TensorInput
 from course_lib.assignments.source import load_set
 
@@ -132,36 +136,16 @@ DERIVATION_FREE = {
 }
 
 
-def gid(cell):
-    return cell["metadata"].get("nbgrader", {}).get("grade_id")
-
-
-def with_answers(replacements: dict) -> dict:
-    """The solution with some answer cells changed: {grade_id: (old, new)} or {grade_id: new code}."""
-    nb = json.loads(SOLUTION.read_text())
-    for cell in nb["cells"]:
-        if gid(cell) in replacements:
-            change = replacements[gid(cell)]
-            source = "".join(cell["source"])
-            if isinstance(change, tuple):
-                assert change[0] in source, f"{gid(cell)}: {change[0]!r} not in the solution"
-                source = source.replace(*change)
-            else:
-                source = change
-            cell["source"] = source
-    return nb
-
-
 def students() -> dict:
     return {
         "correct": json.loads(SOLUTION.read_text()),
-        "alternative": with_answers(ALTERNATIVE),
+        "alternative": with_answers(SOLUTION, ALTERNATIVE),
         "untouched": EXERCISE.read_text(),
-        "derivation_free": with_answers(DERIVATION_FREE),
-        "wrong_forward": with_answers(
+        "derivation_free": with_answers(SOLUTION, DERIVATION_FREE),
+        "wrong_forward": with_answers(SOLUTION, 
             {"answer_q_sample": ("torch.sqrt(1.0 - alpha_bar_t) * eps", "(1.0 - alpha_bar_t) * eps")}
         ),
-        "policy_reference_kl": with_answers(
+        "policy_reference_kl": with_answers(SOLUTION, 
             {
                 "answer_gaussian_kl": "def gaussian_kl(mean1, log_var1, mean2, log_var2):\n"
                 "    from course_lib.distributions import gaussian_kl as reference_kl\n"
@@ -174,15 +158,7 @@ def students() -> dict:
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     """One grading run with the command instructors use; returns (grades.csv rows, JSON records)."""
-    base = tmp_path_factory.mktemp("grade_06")
-    (base / "subs").mkdir()
-    for student, nb in students().items():
-        (base / "subs" / f"{student}.ipynb").write_text(nb if isinstance(nb, str) else json.dumps(nb))
-    args = ["grade", "06", str(base / "subs"), "--out", str(base / "results"), "--seed", "7"]
-    assert course_main(args + ["--solutions", str(ROOT / "solutions"), "--workers", "2"]) == 0
-    rows = {r["student"]: r for r in csv.DictReader((base / "results" / "grades.csv").open())}
-    records = {s: json.loads((base / "results" / f"{s}.json").read_text()) for s in rows}
-    return rows, records
+    return grade_cohort(tmp_path_factory.mktemp("grade_06"), "06", students())
 
 
 # student -> (total, status, {task: substring of its reason}); tasks not named score full marks
@@ -206,16 +182,7 @@ EXPECTED = {
 @pytest.mark.slow
 @pytest.mark.parametrize("student", sorted(EXPECTED))
 def test_grades_and_reasons(graded, student):
-    rows, records = graded
-    total, status, reasons = EXPECTED[student]
-    row, record = rows[student], records[student]
-    assert (float(row["total"]), row["max"], row["status"]) == (total, "20", status), record["tasks"]
-    for task, points in POINTS.items():
-        expected = 0 if (task in reasons or total == 0) else points
-        assert float(row[task]) == expected, (task, record["tasks"][task])
-    for task, text in reasons.items():
-        reason = record["tasks"][task]["reason"].replace("'", "`")
-        assert text.replace("'", "`") in reason, record["tasks"][task]
+    assert_grade(graded, student, EXPECTED[student], POINTS)
 
 
 def test_set_layout_points_and_policy():
@@ -234,17 +201,7 @@ def test_set_layout_points_and_policy():
 
 def test_check_cells_do_not_show_or_use_other_answers():
     """A task's visible check calls only its own function and prints no values of it."""
-    nb = json.loads(EXERCISE.read_text())
-    for cell in nb["cells"]:
-        task = cell["metadata"].get("nbgrader", {}).get("grade_id")
-        if task not in POINTS:
-            continue
-        source = "".join(cell["source"])
-        for other in POINTS:
-            if other != task:
-                assert f"{other}(" not in source, f"the check of {task} calls {other}"
-        printed = [line for line in source.splitlines() if line.lstrip().startswith("print(")]
-        assert all(task in line and "passed" in line for line in printed), f"{task}: the check prints {printed}"
+    assert_checks_keep_to_their_task(EXERCISE, SOLUTION)
 
 
 def _cases(seed):

@@ -16,13 +16,17 @@ Students, all made from the source notebook and graded together with
 * ``policy_library``: the DDIM step from ``course_lib.diffusion.ddim`` -> policy, 0.
 """
 
-import csv
 import json
 from pathlib import Path
 
 import pytest
+from exercise_harness import (
+    assert_checks_keep_to_their_task,
+    assert_grade,
+    grade_cohort,
+    with_answers,
+)
 
-from course_lib.__main__ import main as course_main
 from course_lib.assignments.source import load_set
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,35 +92,15 @@ DERIVATION_FREE = {
 }
 
 
-def gid(cell):
-    return cell["metadata"].get("nbgrader", {}).get("grade_id")
-
-
-def with_answers(replacements: dict) -> dict:
-    """The solution with some answer cells changed: {grade_id: (old, new)} or {grade_id: new code}."""
-    nb = json.loads(SOLUTION.read_text())
-    for cell in nb["cells"]:
-        if gid(cell) in replacements:
-            change = replacements[gid(cell)]
-            source = "".join(cell["source"])
-            if isinstance(change, tuple):
-                assert change[0] in source, f"{gid(cell)}: {change[0]!r} not in the solution"
-                source = source.replace(*change)
-            else:
-                source = change
-            cell["source"] = source
-    return nb
-
-
 def students() -> dict:
     return {
         "correct": json.loads(SOLUTION.read_text()),
-        "alternative": with_answers(ALTERNATIVE),
+        "alternative": with_answers(SOLUTION, ALTERNATIVE),
         "untouched": EXERCISE.read_text(),
-        "derivation_free": with_answers(DERIVATION_FREE),
-        "wrong_cfg_sign": with_answers({"answer_cfg_combine": ("(1 + w) * eps_cond - w * eps_uncond",
+        "derivation_free": with_answers(SOLUTION, DERIVATION_FREE),
+        "wrong_cfg_sign": with_answers(SOLUTION, {"answer_cfg_combine": ("(1 + w) * eps_cond - w * eps_uncond",
                                                                "(1 - w) * eps_cond + w * eps_uncond")}),
-        "policy_library": with_answers({
+        "policy_library": with_answers(SOLUTION, {
             "answer_ddim_step": "def ddim_step(x_t, eps, alpha_bar_t, alpha_bar_s, eta, z):\n"
                                 "    from course_lib.diffusion.ddim import ddim_step as reference\n"
                                 "    return reference(x_t, eps, alpha_bar_t, alpha_bar_s, eta, z)[0]\n"}),
@@ -126,15 +110,7 @@ def students() -> dict:
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
     """One grading run with the command instructors use; returns (grades.csv rows, JSON records)."""
-    base = tmp_path_factory.mktemp("grade_07")
-    (base / "subs").mkdir()
-    for student, nb in students().items():
-        (base / "subs" / f"{student}.ipynb").write_text(nb if isinstance(nb, str) else json.dumps(nb))
-    args = ["grade", "07", str(base / "subs"), "--out", str(base / "results"), "--seed", "7"]
-    assert course_main(args + ["--solutions", str(ROOT / "solutions"), "--workers", "2"]) == 0
-    rows = {r["student"]: r for r in csv.DictReader((base / "results" / "grades.csv").open())}
-    records = {s: json.loads((base / "results" / f"{s}.json").read_text()) for s in rows}
-    return rows, records
+    return grade_cohort(tmp_path_factory.mktemp("grade_07"), "07", students())
 
 
 # student -> (total, status, {task: substring of its reason}); tasks not named score full marks
@@ -151,16 +127,7 @@ EXPECTED = {
 @pytest.mark.slow
 @pytest.mark.parametrize("student", sorted(EXPECTED))
 def test_grades_and_reasons(graded, student):
-    rows, records = graded
-    total, status, reasons = EXPECTED[student]
-    row, record = rows[student], records[student]
-    assert (float(row["total"]), row["max"], row["status"]) == (total, "20", status), record["tasks"]
-    for task, points in POINTS.items():
-        expected = 0 if (task in reasons or total == 0) else points
-        assert float(row[task]) == expected, (task, record["tasks"][task])
-    for task, text in reasons.items():
-        reason = record["tasks"][task]["reason"].replace("'", "`")
-        assert text.replace("'", "`") in reason, record["tasks"][task]
+    assert_grade(graded, student, EXPECTED[student], POINTS)
 
 
 def test_set_layout_points_and_policy():
@@ -179,14 +146,4 @@ def test_set_layout_points_and_policy():
 
 def test_check_cells_do_not_show_or_use_other_answers():
     """A task's visible check calls only its own function and prints no values of it."""
-    nb = json.loads(EXERCISE.read_text())
-    for cell in nb["cells"]:
-        task = cell["metadata"].get("nbgrader", {}).get("grade_id")
-        if task not in POINTS:
-            continue
-        source = "".join(cell["source"])
-        for other in POINTS:
-            if other != task:
-                assert f"{other}(" not in source, f"the check of {task} calls {other}"
-        printed = [line for line in source.splitlines() if line.lstrip().startswith("print(")]
-        assert all(task in line and "passed" in line for line in printed), f"{task}: the check prints {printed}"
+    assert_checks_keep_to_their_task(EXERCISE, SOLUTION)

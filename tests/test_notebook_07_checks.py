@@ -1,7 +1,6 @@
 """The independent checks of notebook 07 (course_lib.diffusion.checks_07) pass on the right
 formulas and fail on copies with a 1% error: a check that cannot fail would prove nothing."""
 import pytest
-import torch
 
 from course_lib.diffusion.checks_07 import cfg_identity, ddim_marginals, ddim_variance_is_posterior
 from course_lib.diffusion.ddim import ddim_sigma, ddim_step

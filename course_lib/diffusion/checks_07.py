@@ -17,7 +17,7 @@ tests/test_notebook_07_checks.py runs each on a copy with a small error and requ
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

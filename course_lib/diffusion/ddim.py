@@ -23,14 +23,14 @@ lecture time t in 1..T, and alpha_bar_0 = 1 (time 0 is the data).
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from course_lib.diffusion.gaussian_diffusion import GaussianDiffusion
 
-__all__ = ["timesteps", "ddim_sigma", "ddim_step", "ddim_sample", "ddim_invert", "naive_skip_sample"]
+__all__ = ["ddim_invert", "ddim_sample", "ddim_sigma", "ddim_step", "naive_skip_sample", "timesteps"]
 
 EpsFn = Callable[[Tensor, Tensor], Tensor]
 

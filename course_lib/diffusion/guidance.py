@@ -20,7 +20,8 @@ sampler. With eps = -sqrt(1 - alpha_bar_t) grad log p(x_t) (the score, up to a f
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -31,9 +32,17 @@ from course_lib.nn import timestep_embedding
 if TYPE_CHECKING:  # gaussian_diffusion imports drop_labels from here
     from course_lib.diffusion.gaussian_diffusion import GaussianDiffusion
 
-__all__ = ["cfg_combine", "cfg_eps_fn", "drop_labels", "NoisyClassifier", "classifier_loss",
-           "classifier_log_prob_grad", "classifier_guided_eps_fn", "classifier_guided_ddpm_sample",
-           "ConcatConditioned"]
+__all__ = [
+    "ConcatConditioned",
+    "NoisyClassifier",
+    "cfg_combine",
+    "cfg_eps_fn",
+    "classifier_guided_ddpm_sample",
+    "classifier_guided_eps_fn",
+    "classifier_log_prob_grad",
+    "classifier_loss",
+    "drop_labels",
+]
 
 EpsFn = Callable[[Tensor, Tensor], Tensor]
 
