@@ -72,7 +72,7 @@ from course_lib.contract import hook, overrides
 from course_lib.data.batching import batches
 from course_lib.runtime import get_device, seed_everything
 
-__all__ = ["fit", "FitResult", "EMA", "clip_grad_norm", "NonFiniteLossError"]
+__all__ = ["fit", "FitResult", "EMA", "clip_grad_norm", "stop_after", "NonFiniteLossError"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -120,6 +120,24 @@ class EMA:
         torch._foreach_lerp_(self.params[0], self.params[1], 1.0 - self.decay)
         if self.buffers[0]:
             torch._foreach_copy_(self.buffers[0], self.buffers[1])
+
+
+def stop_after(seconds: float | None) -> Callable[[FitResult], None]:
+    """A callback that ends the run once ``seconds`` of wall time have passed since its first call.
+
+    ``fit(model, x, steps=upper_bound, callbacks=[stop_after(6 * 60)])`` trains for six minutes
+    (sampling and evaluation included), so a slower machine trains fewer steps instead of
+    overrunning a notebook's budget. ``seconds=None`` never stops (GPU and fast mode keep ``steps``).
+    """
+    start: list[float] = []
+
+    def callback(result: FitResult) -> None:
+        if not start:
+            start.append(time.perf_counter())
+        if seconds is not None and time.perf_counter() - start[0] >= seconds:
+            result.stop = True
+
+    return callback
 
 
 def clip_grad_norm(params: list[torch.Tensor], max_norm: float | None) -> torch.Tensor:

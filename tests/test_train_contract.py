@@ -306,3 +306,24 @@ def test_the_ddpm_trains_bit_for_bit_as_with_the_fit_before_the_contract():
     assert all(torch.equal(model_a[k], model_b[k]) for k in model_b) and model_a.keys() >= model_b.keys()
     assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_b)
     assert history_a == history_b
+
+
+def test_stop_after_ends_the_run_on_wall_time():
+    import time
+
+    from course_lib.train import stop_after
+
+    class Slow(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+
+        def loss(self, x):
+            time.sleep(0.02)
+            return {"loss": ((x - self.w) ** 2).mean()}
+
+    x = torch.randn(64, 1)
+    result = fit(Slow(), x, steps=1000, batch_size=8, device="cpu", progress=False, callbacks=[stop_after(0.2)])
+    assert 5 <= result.step <= 40, result.step  # about 10 steps of 20 ms fit in 0.2 s
+    result = fit(Slow(), x, steps=12, batch_size=8, device="cpu", progress=False, callbacks=[stop_after(None)])
+    assert result.step == 12
