@@ -34,6 +34,7 @@ MODELS: dict[str, str] = {
     "vae": "course_lib.vae.model:build_vae",
     "autoencoder": "course_lib.vae.model:build_autoencoder",
     "vqvae": "course_lib.vae.model:build_vqvae",
+    "flow_matching": "course_lib.diffusion.flow_matching:build_flow_matching",
 }
 
 
