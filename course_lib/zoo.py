@@ -35,6 +35,7 @@ MODELS: dict[str, str] = {
     "autoencoder": "course_lib.vae.model:build_autoencoder",
     "vqvae": "course_lib.vae.model:build_vqvae",
     "flow_matching": "course_lib.diffusion.flow_matching:build_flow_matching",
+    "vdm": "course_lib.diffusion.vdm:build_vdm",
 }
 
 
