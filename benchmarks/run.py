@@ -37,6 +37,7 @@ SUITES: dict[str, str] = {
     "flow": "benchmarks.suite_flow:run",
     "pixelcnn": "benchmarks.suite_pixelcnn:run",
     "ddim": "benchmarks.suite_ddim:run",
+    "flow_matching": "benchmarks.suite_flow_matching:run",
 }
 
 DATASETS = ("mnist", "fashion_mnist")

@@ -155,3 +155,12 @@ def test_integrate_euler_is_first_order_heun_second_order_in_both_directions():
         integrate(lambda x_, t: x_, x, [0.0, 0.5, 0.5, 1.0])
     with pytest.raises(ValueError, match="unknown method"):
         integrate(lambda x_, t: x_, x, [0.0, 1.0], method="rk45")
+
+
+def test_the_benchmark_suite_is_registered():
+    import importlib
+
+    from benchmarks.run import SUITES
+
+    module, _, function = SUITES["flow_matching"].partition(":")
+    assert callable(getattr(importlib.import_module(module), function))
