@@ -7,6 +7,7 @@ estimates from the library's ``VAE`` with linear networks plugged in.
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -14,7 +15,14 @@ import torch
 from torch import nn
 from torch.distributions import MultivariateNormal, Normal, kl_divergence
 
-from course_lib.vae import VAE, iwae_bound, iwae_from_log_weights, kl_to_standard_normal, negative_elbo, reparameterize
+from course_lib.vae import (
+    VAE,
+    iwae_bound,
+    iwae_from_log_weights,
+    kl_to_standard_normal,
+    negative_elbo,
+    reparameterize,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 DT = torch.float64
@@ -237,6 +245,6 @@ def test_importance_log_weights_estimate_p_x_without_bias_and_give_every_L_k(lg)
     groups = [torch.logsumexp(log_w[j:j + 40, 0], 0) - math.log(40) for j in range(0, big, 40)]
     torch.testing.assert_close(iwae_from_log_weights(log_w, 40), torch.stack(groups).mean()[None])
     bounds = [iwae_from_log_weights(log_w, k).item() for k in (1, 10, 100, 1000)]
-    assert all(a < b_ for a, b_ in zip(bounds, bounds[1:])) and bounds[-1] < log_px.item()
+    assert all(a < b_ for a, b_ in itertools.pairwise(bounds)) and bounds[-1] < log_px.item()
     with pytest.raises(ValueError, match="divisor"):
         iwae_from_log_weights(log_w, 7)
