@@ -113,15 +113,16 @@ def test_prior_and_decoder_terms_against_torch_distributions():
         reference = torch.distributions.kl_divergence(torch.distributions.Normal(alpha * x, sigma),
                                                       torch.distributions.Normal(0.0, 1.0)).sum(1)
         torch.testing.assert_close(V.prior_kl(x, torch.tensor(g1)), reference)
-    g0 = torch.tensor(-7.0, dtype=torch.float64)
-    eps = torch.randn_like(x)
-    nll = V.reconstruction_nll(x, g0, eps)
-    alpha, sigma = V.alpha_sigma(g0)
     values = torch.linspace(-1, 1, 256, dtype=torch.float64)
-    log_w = torch.distributions.Normal((alpha * x + sigma * eps)[..., None] / alpha, sigma / alpha).log_prob(values)
-    log_p = log_w - log_w.logsumexp(-1, keepdim=True)  # normalised over the 256 values
     index = ((x + 1) * 127.5).round().long()
-    torch.testing.assert_close(nll, -log_p.gather(-1, index[..., None])[..., 0].sum(1))
+    for g0 in (-13.3, -7.0, 0.0):  # a step of 2/255 is 6, 0.26 and 0.008 standard deviations
+        g0 = torch.tensor(g0, dtype=torch.float64)
+        eps = 5 * torch.randn_like(x)  # far out too: the value x itself may lie outside the summed window
+        nll = V.reconstruction_nll(x, g0, eps)
+        alpha, sigma = V.alpha_sigma(g0)
+        log_w = torch.distributions.Normal((alpha * x + sigma * eps)[..., None] / alpha, sigma / alpha).log_prob(values)
+        log_p = log_w - log_w.logsumexp(-1, keepdim=True)  # normalised over all 256 values
+        torch.testing.assert_close(nll, -log_p.gather(-1, index[..., None])[..., 0].sum(1))
     with pytest.raises(ValueError, match="256-level data"):
         V.reconstruction_nll(x + 0.001, g0)
 
