@@ -201,3 +201,16 @@ def test_samplers_take_an_eps_network_count_evaluations_and_keep_trajectories():
     with pytest.raises(ValueError, match="unknown method"):
         S.probability_flow_sample(SDE, x1, score_fn, method="rk4")
     assert math.isclose(SDE.beta(torch.tensor(1.0)).item(), 20.0)
+
+
+def test_energy_distance_is_twice_the_squared_cdf_distance_in_1d():
+    """In 1D, 2 E|X - Y| - E|X - X'| - E|Y - Y'| = 2 int (F - G)^2 dx (Szekely), exactly for empirical laws."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(300, 1, generator=g, dtype=torch.float64), 0.3 + torch.randn(200, 1, generator=g,
+                                                                                    dtype=torch.float64)
+    points = torch.cat([a, b])[:, 0].sort().values
+    f = (a[:, 0][None] <= points[:, None]).double().mean(1)  # empirical CDFs at the sorted points
+    gcdf = (b[:, 0][None] <= points[:, None]).double().mean(1)
+    integral = ((f - gcdf)[:-1] ** 2 * (points[1:] - points[:-1])).sum().item()  # piecewise constant between points
+    assert checks.energy_distance(a, b) == pytest.approx(2 * integral, rel=1e-9)
+    assert checks.energy_distance(a, a) == pytest.approx(0.0, abs=1e-12)

@@ -12,7 +12,8 @@ variable), raises ``AssertionError`` when the two disagree, and otherwise return
   stationary point (the minimiser is E[-z / sigma | x~]).
 * ``vp_marginal``: the VP-SDE's marginal mean and std against its moment ODEs.
 * ``sde_ode_marginals``: reverse-SDE and probability-flow samplers end at the exact marginal.
-* ``vdm_endpoint_invariance``: L_inf depends on the schedule only through its end points.
+* ``vdm_endpoint_invariance``: L_inf depends on the schedule only through its end points
+  (``binary_denoiser``: the exact denoiser of +-1 pixels, a function of (z, gamma) only).
 * ``cfm_minimiser``: the flow-matching minimiser is E[x1 - x0 | x_t], by binned simulation;
   ``cfm_loss_minimiser``: the CFM loss's path, target, and that this velocity is its stationary point.
 * ``energy_distance``: a two-sample statistic for comparing samplers (used by notebook 08).
@@ -26,7 +27,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["score_eps_relation", "dsm_minimiser", "vp_marginal", "sde_ode_marginals", "vdm_endpoint_invariance",
-           "cfm_minimiser", "cfm_loss_minimiser", "energy_distance", "MIXTURE_1D"]
+           "cfm_minimiser", "cfm_loss_minimiser", "energy_distance", "binary_denoiser", "MIXTURE_1D"]
 
 _F64 = torch.float64
 # the 1D test mixture: equal weights, centres and standard deviations
