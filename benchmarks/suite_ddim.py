@@ -6,11 +6,10 @@
 One U-Net eps_theta (notebook 06's, base 16 on a CPU, with a class embedding), trained with label
 dropout 0.15 so that it is also the unconditional model. Recorded, all by the course classifier:
 
-* DDPM (Algorithm 2, all T = 1000 steps) and DDIM (eta = 0) with 50 and 20 steps, unconditional
-  samples from the same model: classifier-FID against real test digits (and the floor: as many
+* DDPM (Algorithm 2, all T = 1000 steps), DDIM (eta = 0) with 50 and 20 steps and the stochastic
+  sampler (eta = 1) with 50 steps, unconditional samples from the same model: classifier-FID against real test digits (and the floor: as many
   real test digits), seconds per sample, the FID ratio DDIM / DDPM and the speed-up;
-* classifier-free guidance at w = 0 and w = 3 (DDIM, 50 steps), 10 samples per class per ten
-  draws: label accuracy (the target: at least 95% at w = 3), precision and recall.
+* classifier-free guidance at w = 0 and w = 3 (50 steps, eta = 1), as many samples of each class: label accuracy (the target: at least 95% at w = 3), precision and recall.
 """
 from __future__ import annotations
 
@@ -69,6 +68,7 @@ def run(args) -> dict:
     gen = lambda: torch.Generator(device).manual_seed(args.seed + 1)
     runs = {"ddpm_1000": lambda: ema.sample(n, y=y_null, progress=False, generator=gen()),
             "ddim_50": lambda: ddim_sample(ema, n, 50, y=y_null, generator=gen()),
+            "eta1_50": lambda: ddim_sample(ema, n, 50, y=y_null, eta=1.0, generator=gen()),
             "ddim_20": lambda: ddim_sample(ema, n, 20, y=y_null, generator=gen())}
     samplers = {}
     for name, draw in runs.items():
@@ -80,7 +80,7 @@ def run(args) -> dict:
     y = torch.arange(b["n_guided"], device=device) % 10
     guided = {}
     for w in (0.0, 3.0):
-        x = ddim_sample(ema, len(y), 50, eps_fn=cfg_eps_fn(ema.model, y, w, null), generator=gen())
+        x = ddim_sample(ema, len(y), 50, eps_fn=cfg_eps_fn(ema.model, y, w, null), eta=1.0, generator=gen())
         f, logits = features(x)
         pr = evaluate.precision_recall(f_ref, f, k=3)
         guided[f"w={w:g}"] = {"label_accuracy": (logits.argmax(1).cpu() == y.cpu()).float().mean().item(),
@@ -94,6 +94,7 @@ def run(args) -> dict:
         "n_samples": n, "fid_floor": floor, "samplers": samplers,
         "ddim50_fid_over_ddpm1000": ddim["fid"] / ddpm["fid"],
         "ddim50_speedup": ddpm["seconds_per_sample"] / ddim["seconds_per_sample"],
+        "eta1_50_fid_over_ddpm1000": samplers["eta1_50"]["fid"] / ddpm["fid"],
         "cfg": guided, "n_guided": len(y),
         "targets": {"ddim50_within_10_percent": ddim["fid"] <= 1.10 * ddpm["fid"],
                     "ddim50_at_least_15x_faster": ddpm["seconds_per_sample"] >= 15 * ddim["seconds_per_sample"],
