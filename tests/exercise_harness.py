@@ -96,3 +96,19 @@ def assert_checks_keep_to_their_task(exercise: Path, solution: Path, allowed: di
                 assert f"{name}(" not in source, f"the check of {task} calls {name}"
         printed = [line for line in source.splitlines() if line.lstrip().startswith("print(")]
         assert all(task in line and "passed" in line for line in printed), f"{task}: the check prints {printed}"
+
+
+def assert_set_layout(solution: Path, exercise: Path, points: dict, n_answers: int,
+                      allowed_imports: tuple = ("torch", "math", "numpy")) -> dict:
+    """The set's points per task and allowed imports, drawn hidden inputs for every task, and a
+    student version without solutions or hidden checks whose ``n_answers`` answer cells raise
+    NotImplementedError. Returns {task: the names its checks forbid}, for a set's own assertions."""
+    exercise_set = load_set(solution)
+    assert {t.grade_id: t.points for t in exercise_set.tasks} == points
+    assert exercise_set.allowed_imports == list(allowed_imports)
+    assert all(sum(c.drawn for c in t.checks) >= 1 for t in exercise_set.tasks), "every task needs drawn inputs"
+    text = exercise.read_text()
+    assert "BEGIN SOLUTION" not in text and "grade_check" not in text
+    answers = [c for c in json.loads(text)["cells"] if c["metadata"].get("nbgrader", {}).get("solution")]
+    assert len(answers) == n_answers and all("raise NotImplementedError()" in "".join(c["source"]) for c in answers)
+    return {t.grade_id: {n for c in t.checks for n in c.forbid} for t in exercise_set.tasks}

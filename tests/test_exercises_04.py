@@ -32,6 +32,7 @@ import torch
 from exercise_harness import (
     assert_checks_keep_to_their_task,
     assert_grade,
+    assert_set_layout,
     grade_cohort,
     grade_id,
     with_answers,
@@ -220,19 +221,12 @@ def test_grades_and_reasons(graded, student):
 
 
 def test_set_layout_points_and_policy():
-    exercise_set = load_set(SOLUTION)
-    assert {t.grade_id: t.points for t in exercise_set.tasks} == POINTS
-    assert exercise_set.allowed_imports == ["torch", "math", "numpy"]
-    forbidden = {t.grade_id: {n for c in t.checks for n in c.forbid} for t in exercise_set.tasks}
+    forbidden = assert_set_layout(SOLUTION, EXERCISE, POINTS, 6)
     assert all("course_lib.gan" in names for names in forbidden.values())
     for task in ("discriminator_loss", "generator_losses", "algorithm1_step"):
         assert BCE <= forbidden[task], f"{task}: torch's binary cross-entropy must be forbidden"
-    assert all(sum(c.drawn for c in t.checks) >= 1 for t in exercise_set.tasks), "every task needs drawn inputs"
-    assert not exercise_set.warnings
-    text = EXERCISE.read_text()
-    assert "BEGIN SOLUTION" not in text and "grade_check" not in text and "softplus(-" not in text
-    answers = [c for c in json.loads(text)["cells"] if c["metadata"].get("nbgrader", {}).get("solution")]
-    assert len(answers) == 6 and all("raise NotImplementedError()" in "".join(c["source"]) for c in answers)
+    assert not load_set(SOLUTION).warnings
+    assert "softplus(-" not in EXERCISE.read_text()
 
 
 def test_check_cells_do_not_show_or_use_other_answers():

@@ -28,6 +28,7 @@ import torch
 from exercise_harness import (
     assert_checks_keep_to_their_task,
     assert_grade,
+    assert_set_layout,
     grade_cohort,
     with_answers,
 )
@@ -133,16 +134,8 @@ def test_grades_and_reasons(graded, student):
 
 
 def test_set_layout_points_and_policy():
-    exercise_set = load_set(SOLUTION)
-    assert {t.grade_id: t.points for t in exercise_set.tasks} == POINTS
-    assert exercise_set.allowed_imports == ["torch", "math", "numpy"]
-    forbidden = {t.grade_id: {n for c in t.checks for n in c.forbid} for t in exercise_set.tasks}
+    forbidden = assert_set_layout(SOLUTION, EXERCISE, POINTS, 6)
     assert all("course_lib.diffusion" in names for names in forbidden.values())
-    assert all(sum(c.drawn for c in t.checks) >= 1 for t in exercise_set.tasks), "every task needs drawn inputs"
-    text = EXERCISE.read_text()
-    assert "BEGIN SOLUTION" not in text and "grade_check" not in text
-    answers = [c for c in json.loads(text)["cells"] if c["metadata"].get("nbgrader", {}).get("solution")]
-    assert len(answers) == 6 and all("raise NotImplementedError()" in "".join(c["source"]) for c in answers)
 
 
 def test_check_cells_do_not_show_or_use_other_answers():
