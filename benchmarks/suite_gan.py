@@ -1,15 +1,18 @@
-"""Suite ``gan``: the DCGAN of notebook 04 trained on MNIST for a fixed wall-clock budget, then measured.
+"""Suite ``gan``: the DCGAN of notebook 04, unconditional and conditional, each trained on MNIST for a
+fixed wall-clock budget, then measured.
 
-    python -m benchmarks.run --suite gan                # 300 s of training (the issue's budget)
+    python -m benchmarks.run --suite gan                # 300 s of training each (the issue's budget)
     python -m benchmarks.run --suite gan --fast         # seconds
     python -m benchmarks.run --suite gan --steps 2000   # a fixed number of steps instead of the clock
 
-Training stops after ``seconds`` of wall time (a callback sets ``result.stop``), so the figure is
-what a learner gets on this machine in that time. Recorded: steps and steps/s; for 1,000 samples
-of the trained generator in eval mode (no EMA: averaged weights do not fit the batch-norm statistics
-of the live weights; see notebook 04) (1,000 real test digits beside them as the floor, same reference, same N):
-the course classifier's label histogram (every class's share), the fraction of samples it
-classifies with p > 0.7, classifier-FID, KID and precision/recall.
+Training stops after ``seconds`` of wall time, and both learning rates fall linearly to 0 over them
+(``course_lib.train.linear_decay``), so the figure is what a learner gets on this machine in that
+time. Recorded for each GAN: steps and steps/s; for 1,000 samples of the trained generator in eval
+mode (no EMA: averaged weights do not fit the batch-norm statistics of the live weights; see
+notebook 04) and 1,000 real test digits beside them as the floor (same reference, same N): the
+course classifier's label histogram (every class's share), the fraction of samples it classifies
+with p > 0.7, classifier-FID, KID and precision/recall. The conditional GAN draws labels 0..9
+equally often and also records how often the classifier agrees with the requested label.
 """
 from __future__ import annotations
 
@@ -17,61 +20,77 @@ import time
 
 import torch
 
+LR = 5e-4  # both players, falling linearly to 0 over the budget
+
 
 def _budget(args) -> dict:
     if args.fast:
         return dict(seconds=None, steps=args.steps or 6, base=8, n_samples=64)
-    base = 64 if args.device.type == "cuda" else 32  # 32: 0.28M parameters, sized for a CPU
+    base = 64 if args.device.type == "cuda" else 32  # 32: 0.88M parameters, sized for a CPU
     return dict(seconds=None if args.steps else 300.0, steps=args.steps or 1_000_000, base=base, n_samples=1000)
+
+
+def _train(args, b: dict, train, conditional: bool):
+    from course_lib.gan import build_dcgan
+    from course_lib.train import fit, linear_decay
+
+    torch.manual_seed(args.seed)
+    model = build_dcgan(tuple(train.x.shape[1:]), num_classes=10 if conditional else None, base=b["base"])
+    schedule = linear_decay(seconds=b["seconds"]) if b["seconds"] else linear_decay(steps=b["steps"])
+    result = fit(model, (train.x, train.y) if conditional else train.x, steps=b["steps"], batch_size=64, lr=LR,
+                 grad_clip=None, log_every=50, callbacks=[schedule], device=args.device, progress=False,
+                 seed=args.seed)
+    gen = model.eval()
+    labels = torch.arange(b["n_samples"]) % 10 if conditional else None
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(args.seed + 1)
+        chunks = [torch.arange(i, min(i + 250, b["n_samples"])) for i in range(0, b["n_samples"], 250)]
+        samples = torch.cat([gen.postprocess(gen.sample(len(c), None if labels is None else labels[c].to(args.device)))
+                             for c in chunks])
+    return model, result, samples.cpu(), labels
 
 
 def run(args) -> dict:
     from course_lib import evaluate
     from course_lib.data import load_train_test
-    from course_lib.gan import build_dcgan
-    from course_lib.train import fit
 
-    device, b = args.device, _budget(args)
+    b = _budget(args)
     train, test = load_train_test(args.dataset, holdout=1000)
-    torch.manual_seed(args.seed)
-    model = build_dcgan(tuple(train.x.shape[1:]), base=b["base"])
-    t_start = time.perf_counter()
-
-    def clock(result):
-        if b["seconds"] is not None and time.perf_counter() - t_start > b["seconds"]:
-            result.stop = True
-
-    result = fit(model, train.x, steps=b["steps"], batch_size=64, lr=2e-4, grad_clip=None,
-                 log_every=50, callbacks=[clock], device=device, progress=False, seed=args.seed)
-    gen = model.eval()
-    with torch.no_grad(), torch.random.fork_rng():
-        torch.manual_seed(args.seed + 1)
-        samples = torch.cat([gen.postprocess(gen.sample(250)) for _ in range(-(-b["n_samples"] // 250))])
-    samples = samples[:b["n_samples"]].cpu()
-
     perm = torch.randperm(len(test.x), generator=torch.Generator().manual_seed(3))
-    n = min(len(samples), len(test.x) // 2)
+    n = min(b["n_samples"], len(test.x) // 2)
     held, reference = test.x[perm[:n]], test.x[perm[n:]]
     classifier = evaluate.load_classifier(device="cpu", dataset=args.dataset)
 
-    def scores(images):
+    def scores(images, wanted=None):
         logits = evaluate.classifier_outputs(images, "uint8", classifier)[1]
         p_max, labels = logits.softmax(dim=1).max(dim=1)
-        return {"confident_fraction_p>0.7": float((p_max > 0.7).float().mean()),
-                "class_shares": torch.bincount(labels, minlength=10).div(len(labels)).tolist(),
-                **{k: v for k, v in evaluate.evaluate_samples(images, reference, value_range="uint8",
-                                                             real_value_range="uint8", classifier=classifier,
-                                                             kid_subset_size=min(1000, n), dataset=args.dataset).items()
-                   if k in ("fid", "kid", "precision", "recall", "classes_covered")}}
+        out = {"confident_fraction_p>0.7": float((p_max > 0.7).float().mean()),
+               "class_shares": torch.bincount(labels, minlength=10).div(len(labels)).tolist(),
+               **{k: v for k, v in evaluate.evaluate_samples(images, reference, value_range="uint8",
+                                                            real_value_range="uint8", classifier=classifier,
+                                                            kid_subset_size=min(1000, n), dataset=args.dataset).items()
+                  if k in ("fid", "kid", "precision", "recall", "classes_covered")}}
+        out["min_class_share"] = min(out["class_shares"])
+        if wanted is not None:
+            out["label_accuracy"] = float((labels == wanted).float().mean())
+        return out
 
-    model_scores, floor = scores(samples), scores(held)
-    return {
-        "model": f"DCGAN base {b['base']} ({sum(p.numel() for p in model.parameters()):,} parameters), "
-                 "non-saturating loss, k = 1, Adam(2e-4, 0.5, 0.999), batch 64, no EMA",
-        "dataset": args.dataset, "dataset_source": train.source, "n_train": len(train.x),
-        "train_seconds_budget": b["seconds"], "steps": result.step, "steps_per_s": result.steps_per_s,
-        "train_wall_time_s": result.wall_time, "n_samples": len(samples), "samples": model_scores,
-        "real_floor": floor, "fid_over_floor": model_scores["fid"] / max(floor["fid"], 1e-12),
-        "min_class_share": min(model_scores["class_shares"]),
-        "bpd": None, "fid": model_scores["fid"], "kid": model_scores["kid"],
-    }
+    floor = scores(held)
+    record = {"dataset": args.dataset, "dataset_source": train.source, "n_train": len(train.x),
+              "train_seconds_budget": b["seconds"], "lr": f"{LR} for both players, falling linearly to 0 over the budget",
+              "real_floor": floor}
+    for name, conditional in (("unconditional", False), ("conditional", True)):
+        t0 = time.perf_counter()
+        model, result, samples, labels = _train(args, b, train, conditional)
+        s = scores(samples, labels)
+        record[name] = {
+            "model": f"{'conditional ' if conditional else ''}DCGAN base {b['base']} "
+                     f"({sum(p.numel() for p in model.parameters()):,} parameters), non-saturating loss, k = 1, "
+                     "Adam(betas 0.5, 0.999), batch 64, no EMA",
+            "steps": result.step, "steps_per_s": result.steps_per_s, "train_wall_time_s": result.wall_time,
+            "n_samples": len(samples), "samples": s, "fid_over_floor": s["fid"] / max(floor["fid"], 1e-12),
+            "wall_time_s": time.perf_counter() - t0}
+    u = record["unconditional"]
+    record.update(model=u["model"], steps=u["steps"], steps_per_s=u["steps_per_s"], bpd=None,
+                  fid=u["samples"]["fid"], kid=u["samples"]["kid"])
+    return record

@@ -72,7 +72,7 @@ from course_lib.contract import hook, overrides
 from course_lib.data.batching import batches
 from course_lib.runtime import get_device, seed_everything
 
-__all__ = ["fit", "FitResult", "EMA", "clip_grad_norm", "stop_after", "NonFiniteLossError"]
+__all__ = ["fit", "FitResult", "EMA", "clip_grad_norm", "stop_after", "linear_decay", "NonFiniteLossError"]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -136,6 +136,39 @@ def stop_after(seconds: float | None) -> Callable[[FitResult], None]:
             start.append(time.perf_counter())
         if seconds is not None and time.perf_counter() - start[0] >= seconds:
             result.stop = True
+
+    return callback
+
+
+def linear_decay(seconds: float | None = None, steps: int | None = None,
+                 final: float = 0.0) -> Callable[[FitResult], None]:
+    """A callback: every optimizer's learning rate falls linearly over a budget, then the run stops.
+
+        lr(u) = lr_0 * (1 - (1 - final) * u),   u = elapsed fraction of the budget in [0, 1]
+
+    lr_0 is each parameter group's lr at the first call (so two players keep their own rates). The
+    budget is ``seconds`` of wall time (the run stops when they are spent) or ``steps`` steps (fit
+    already stops there). Ending a short budget at a small lr is what lets a fixed-time run finish
+    in a minimum instead of bouncing around one (notebook 04's DCGAN: benchmarks/suite_gan.py).
+    """
+    if (seconds is None) == (steps is None):
+        raise ValueError("linear_decay needs exactly one budget: seconds=... (wall time) or steps=...")
+    if not 0.0 <= final <= 1.0:
+        raise ValueError(f"final is a fraction of the starting lr in [0, 1], got {final}")
+    start: dict = {}
+
+    def callback(result: FitResult) -> None:
+        if not start:
+            start["t"], start["step"] = time.perf_counter(), result.step - 1
+            start["lr"] = {name: [g["lr"] for g in opt.param_groups] for name, opt in result.optimizers.items()}
+        if seconds is not None:
+            u = (time.perf_counter() - start["t"]) / seconds
+            result.stop = result.stop or u >= 1.0
+        else:
+            u = (result.step - start["step"]) / max(steps - start["step"], 1)
+        for name, opt in result.optimizers.items():
+            for group, lr_0 in zip(opt.param_groups, start["lr"][name]):
+                group["lr"] = lr_0 * (1.0 - (1.0 - final) * min(u, 1.0))
 
     return callback
 

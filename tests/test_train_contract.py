@@ -327,3 +327,44 @@ def test_stop_after_ends_the_run_on_wall_time():
     assert 5 <= result.step <= 40, result.step  # about 10 steps of 20 ms fit in 0.2 s
     result = fit(Slow(), x, steps=12, batch_size=8, device="cpu", progress=False, callbacks=[stop_after(None)])
     assert result.step == 12
+
+
+def test_linear_decay_lowers_each_players_lr_from_its_own_start_and_stops_on_time():
+    import time
+
+    from course_lib.train import linear_decay
+
+    class TwoPlayers(nn.Module):
+        def __init__(self, sleep=0.0):
+            super().__init__()
+            self.a, self.b, self.sleep = nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1)), sleep
+
+        def configure_optimizers(self, lr):
+            return {"A": torch.optim.SGD([self.a], lr=lr), "B": torch.optim.SGD([self.b], lr=10 * lr)}
+
+        def train_step(self, x, y, step, update):
+            time.sleep(self.sleep)
+            return {"a": update(((x - self.a) ** 2).mean(), "A"), "b": update(((x - self.b) ** 2).mean(), "B")}
+
+    seen = []  # (step, lr of A, lr of B) after the schedule ran
+    record = lambda r: seen.append((r.step, r.optimizers["A"].param_groups[0]["lr"], r.optimizers["B"].param_groups[0]["lr"]))
+    x = torch.randn(64, 1)
+    fit(TwoPlayers(), x, steps=11, batch_size=8, lr=0.1, device="cpu", progress=False, grad_clip=None,
+        callbacks=[linear_decay(steps=11, final=0.2), record])
+    # the first call sets u = 0 at step 1; step s has u = (s - 1) / 10
+    for step, lr_a, lr_b in seen:
+        u = (step - 1) / 10
+        assert lr_a == pytest.approx(0.1 * (1 - 0.8 * u)) and lr_b == pytest.approx(1.0 * (1 - 0.8 * u)), step
+    assert seen[-1][1:] == (pytest.approx(0.02), pytest.approx(0.2))
+
+    result = fit(TwoPlayers(sleep=0.02), x, steps=1000, batch_size=8, device="cpu", progress=False,
+                 callbacks=[linear_decay(seconds=0.2)])
+    assert 5 <= result.step <= 40, result.step
+    assert result.optimizers["A"].param_groups[0]["lr"] < 0.1 * 2e-4  # ended near 0
+
+    with pytest.raises(ValueError, match="exactly one budget"):
+        linear_decay()
+    with pytest.raises(ValueError, match="exactly one budget"):
+        linear_decay(seconds=1, steps=10)
+    with pytest.raises(ValueError, match="final"):
+        linear_decay(steps=10, final=2.0)
