@@ -3,7 +3,7 @@
 
 Modules: ``layers`` (AffineCoupling, ActNorm, Invertible1x1Conv, Squeeze, FlowSequence, masks),
 ``dequantization`` (uniform dequantisation, LogitTransform, the bits/dim convention), ``multiscale``
-(MultiScaleFlow), ``toy2d`` (RealNVP2D), ``model`` (FlowModel, ``build_flow``: zoo name ``realnvp``).
+(MultiScaleFlow), ``variational`` (VariationalDequantizer: a learned q(u | x)), ``toy2d`` (RealNVP2D), ``model`` (FlowModel, ``build_flow``: zoo name ``realnvp``).
 """
 from course_lib.flows.dequantization import BPD_CONVENTION, LogitTransform, uniform_dequantize
 from course_lib.flows.layers import (
@@ -18,6 +18,7 @@ from course_lib.flows.layers import (
 from course_lib.flows.model import FlowModel, build_flow
 from course_lib.flows.multiscale import ConvNet, MultiScaleFlow, standard_normal_log_prob
 from course_lib.flows.toy2d import RealNVP2D
+from course_lib.flows.variational import VariationalDequantizer
 
 __all__ = [
                                      "BPD_CONVENTION",
@@ -36,4 +37,5 @@ __all__ = [
                                      "checkerboard_mask",
                                      "standard_normal_log_prob",
                                      "uniform_dequantize",
+                                     "VariationalDequantizer",
 ]

@@ -13,8 +13,8 @@ and E_u[bpd] is an upper bound on -log2 P(x) / D (Jensen; Theis et al. 2016). A 
 p_Y = 1 on [0, 1)^D gives exactly 8 bits/dim. Without dequantisation a density on the integers
 themselves can grow without bound (notebook 05 shows it), so the number would mean nothing.
 
-Variational dequantisation (Ho et al. 2019, Flow++) would draw u from a learned q(u | x) and
-subtract E_q log q(u | x); it is not implemented here (uniform noise is what the benchmark counts).
+Variational dequantisation (Ho et al. 2019, Flow++) draws u from a learned q(u | x) and adds
+E_q log q(u | x) to the NLL: ``course_lib.flows.variational``, ``FlowModel(dequantization="variational")``.
 """
 from __future__ import annotations
 

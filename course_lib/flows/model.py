@@ -8,6 +8,8 @@
 What the contract asks, and the answer here:
 
 * ``preprocess(x)``: uint8 -> y = (x + u) / 256, u ~ U[0, 1) on the device (uniform dequantisation).
+  With ``dequantization="variational"`` the loss redraws u from the learned q(u | x) of
+  ``course_lib.flows.variational`` and adds log q(u | x) to the NLL (still a bound on the integers).
 * ``data_init(y)``: Glow's ActNorm initialisation on the first batch (``fit`` calls it before the EMA copy).
 * ``loss(y)``: {"loss": bits/dim, "prior_bpd": -log N(z) part, "log_det_bpd": -log_det part}, where
   bits/dim = (-log p(y) + D log 256) / (D ln 2), the ``"continuous_unit"`` convention of
@@ -27,17 +29,27 @@ from course_lib.contract import GenerativeModel
 from course_lib.evaluate.bpd import bits_per_dim
 from course_lib.flows.dequantization import BPD_CONVENTION, uniform_dequantize
 from course_lib.flows.multiscale import MultiScaleFlow, standard_normal_log_prob
+from course_lib.flows.variational import VariationalDequantizer
 
 __all__ = ["FlowModel", "build_flow"]
 
 
 class FlowModel(GenerativeModel):
-    """A normalizing flow on uint8 images: dequantisation + ``MultiScaleFlow`` + N(0, I) prior."""
+    """A normalizing flow on uint8 images: dequantisation + ``MultiScaleFlow`` + N(0, I) prior.
 
-    def __init__(self, image_shape=(1, 28, 28), **flow_options):
+    ``dequantization``: "uniform" (u ~ U[0, 1)) or "variational" (u ~ q(u | x), learned with the flow;
+    ``dequantizer_hidden`` channels). ``flow_options`` go to ``MultiScaleFlow``.
+    """
+
+    def __init__(self, image_shape=(1, 28, 28), dequantization: str = "uniform", dequantizer_hidden: int = 16,
+                 **flow_options):
         super().__init__()
+        if dequantization not in ("uniform", "variational"):
+            raise ValueError(f"dequantization must be 'uniform' or 'variational', got {dequantization!r}")
         self.image_shape = tuple(image_shape)
         self.flow = MultiScaleFlow(self.image_shape, **flow_options)
+        self.dequantizer = (VariationalDequantizer(self.image_shape, dequantizer_hidden)
+                            if dequantization == "variational" else None)
         self.num_dims = math.prod(self.image_shape)
 
     def preprocess(self, x: Tensor) -> Tensor:
@@ -62,15 +74,29 @@ class FlowModel(GenerativeModel):
         self._check(y)
         return self.flow.log_prob(y)
 
+    def _dequantize_again(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Variational dequantisation: y's integers x = floor(256 y) with u redrawn from q(u | x);
+        returns (y', log q(u | x) [N]). Uniform: (y, 0)."""
+        if self.dequantizer is None:
+            return y, torch.zeros(len(y), device=y.device)
+        x = (y * 256).floor().clamp(0, 255)
+        u, log_q = self.dequantizer(x)
+        return (x + u) / 256, log_q
+
     def loss(self, y: Tensor, labels: Tensor | None = None) -> dict[str, Tensor]:
-        """Bits/dim of the batch (the training objective: maximum likelihood) and its two parts."""
+        """Bits/dim of the batch (the training objective: maximum likelihood) and its parts:
+        bpd = (-log N(z) - log_det + log q(u | x) + D log 256) / (D ln 2), log q = 0 for uniform noise."""
         self._check(y)
+        y, log_q = self._dequantize_again(y)
         zs, log_det = self.flow(y)
         prior = sum(standard_normal_log_prob(z) for z in zs)
         scale = 1.0 / (self.num_dims * math.log(2.0))
-        bpd = (-(prior + log_det) + self.num_dims * math.log(256.0)).mean() * scale
-        return {"loss": bpd, "prior_bpd": -prior.mean() * scale,
-                "log_det_bpd": (-log_det.mean() + self.num_dims * math.log(256.0)) * scale}
+        bpd = (-(prior + log_det) + log_q + self.num_dims * math.log(256.0)).mean() * scale
+        terms = {"loss": bpd, "prior_bpd": -prior.mean() * scale,
+                 "log_det_bpd": (-log_det.mean() + self.num_dims * math.log(256.0)) * scale}
+        if self.dequantizer is not None:
+            terms["log_q_bpd"] = log_q.mean() * scale
+        return terms
 
     @torch.no_grad()
     def data_init(self, y: Tensor, labels: Tensor | None = None) -> None:
@@ -97,9 +123,15 @@ class FlowModel(GenerativeModel):
         out = []
         for chunk in x.split(batch_size):
             chunk = chunk.to(device)
-            nll = torch.stack([-self.log_prob(uniform_dequantize(chunk)) for _ in range(draws)]).mean(0)
+            nll = torch.stack([self._nll(chunk) for _ in range(draws)]).mean(0)
             out.append(bits_per_dim(nll, chunk, nll_of=BPD_CONVENTION).cpu())
         return torch.cat(out)
+
+
+    def _nll(self, x: Tensor) -> Tensor:
+        """-log p_Y(y) + log q(u | x) for one dequantisation draw of uint8 x: [N] nats (log q = 0 if uniform)."""
+        y, log_q = self._dequantize_again(uniform_dequantize(x))
+        return -self.log_prob(y) + log_q
 
 
 def build_flow(image_shape, num_classes=None, **options):
