@@ -351,9 +351,9 @@ def test_linear_decay_lowers_each_players_lr_from_its_own_start_and_stops_on_tim
     x = torch.randn(64, 1)
     fit(TwoPlayers(), x, steps=11, batch_size=8, lr=0.1, device="cpu", progress=False, grad_clip=None,
         callbacks=[linear_decay(steps=11, final=0.2), record])
-    # the first call sets u = 0 at step 1; step s has u = (s - 1) / 10
+    # after step s the schedule sets u = s / 11: the lr of the next step
     for step, lr_a, lr_b in seen:
-        u = (step - 1) / 10
+        u = step / 11
         assert lr_a == pytest.approx(0.1 * (1 - 0.8 * u)) and lr_b == pytest.approx(1.0 * (1 - 0.8 * u)), step
     assert seen[-1][1:] == (pytest.approx(0.02), pytest.approx(0.2))
 
