@@ -43,6 +43,19 @@ SUITES: dict[str, str] = {
 DATASETS = ("mnist", "fashion_mnist")
 
 
+def load_recorder():
+    """A ``fit`` callback keeping (seconds, 1-minute load average) every 30 s: how busy the machine was."""
+    t0, loads = time.perf_counter(), []
+
+    def callback(result) -> None:
+        elapsed = time.perf_counter() - t0
+        if len(loads) <= elapsed // 30:
+            loads.append((round(elapsed), os.getloadavg()[0]))
+
+    callback.loads = loads
+    return callback
+
+
 def git_commit() -> str | None:
     """The checked-out commit (with ``+dirty`` if tracked files changed), or None outside git."""
     root = Path(__file__).resolve().parent.parent

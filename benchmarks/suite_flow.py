@@ -50,9 +50,10 @@ def _budget(args) -> dict:
 
 
 def run(args) -> dict:
+    from benchmarks.run import load_recorder
     from course_lib.data import load_train_test
     from course_lib.flows import BPD_CONVENTION, FlowModel
-    from course_lib.train import fit
+    from course_lib.train import fit, linear_decay, stop_after
 
     device, b = args.device, _budget(args)
     args.lr_schedule = getattr(args, "lr_schedule", None) or os.environ.get("FLOW_LR_SCHEDULE", "linear")
@@ -68,21 +69,14 @@ def run(args) -> dict:
     torch.manual_seed(args.seed)
     model = FlowModel(tuple(train.x.shape[1:]), **b["model"])
     n_params = sum(p.numel() for p in model.parameters())
-    loads, t_start = [], time.perf_counter()
-
-    def clock(result):
-        elapsed = time.perf_counter() - t_start
-        if len(loads) <= elapsed // 30:
-            loads.append((round(elapsed), os.getloadavg()[0]))
-        done = elapsed / b["seconds"] if b["seconds"] is not None else result.step / b["steps"]
-        if args.lr_schedule == "linear":  # the lr falls linearly to 0 over the budget (in time, or in steps)
-            for group in result.optimizers["main"].param_groups:
-                group["lr"] = lr * max(0.0, 1.0 - done)
-        if b["seconds"] is not None and elapsed > b["seconds"]:
-            result.stop = True
-
+    loads, t_start = load_recorder(), time.perf_counter()
+    seconds = b["seconds"]
+    if args.lr_schedule == "linear":  # the lr falls linearly to 0 over the budget (in time, or in steps)
+        schedule = linear_decay(seconds=seconds) if seconds is not None else linear_decay(steps=b["steps"])
+    else:
+        schedule = stop_after(seconds)
     result = fit(model, train.x, steps=b["steps"], batch_size=b["batch_size"], lr=lr, ema_decay=ema_decay,
-                 grad_clip=None, log_every=50, callbacks=[clock], device=device, progress=False, seed=args.seed)
+                 grad_clip=None, log_every=50, callbacks=[schedule, loads], device=device, progress=False, seed=args.seed)
     train_wall = time.perf_counter() - t_start
 
     bpd = {}
@@ -121,5 +115,5 @@ def run(args) -> dict:
                           "discrete-data bound with the dequantisation counted (uniform: log q = 0; variational: + log q(u | x)); "
                           "one draw of u per test image",
         "sampling": sampling, "samples_per_s": sampling["T=1.0"]["samples_per_s"],
-        "load_average_during_training": loads,
+        "load_average_during_training": loads.loads,
     }

@@ -3,6 +3,8 @@
     python -m benchmarks.run --suite pixelcnn                 # 300 s of training, 100 samples
     python -m benchmarks.run --suite pixelcnn --threads 1     # one torch thread (faster on a busy machine)
     python -m benchmarks.run --suite pixelcnn --fast          # seconds
+    python -m benchmarks.run --suite pixelcnn --steps 3322    # a fixed number of steps (comparisons on a busy machine)
+    PIXELCNN_HIDDEN=48 PIXELCNN_LAYERS=6 PIXELCNN_DILATIONS=1,2 PIXELCNN_LR=4e-3 python -m benchmarks.run --suite pixelcnn
 
 The budget is seconds, not steps, because the target is "bits/dim after 300 s of training on 2
 cores" (issue 17). Recorded:
@@ -27,44 +29,41 @@ import torch
 
 def _budget(args) -> dict:
     if args.fast:
-        return {"train_seconds": 5.0, "hidden": 8, "layers": 1, "batch_size": 8, "lr": 3e-3, "n_samples": 4, "n_test": 200}
-    return {"train_seconds": 300.0, "hidden": 24, "layers": 4, "batch_size": 16, "lr": 4e-3, "n_samples": 100, "n_test": None}
-
-
-class TimeBudget:
-    """A ``fit`` callback for a wall-time budget: the learning rate falls linearly from ``lr`` to
-    ``final * lr`` over ``seconds`` (measured from when it is made), then training stops."""
-
-    def __init__(self, seconds: float, lr: float, final: float = 0.1):
-        self.seconds, self.lr, self.final, self.t0 = seconds, lr, final, time.perf_counter()
-        self.loads = []  # (seconds, 1-minute load average), every 30 s: how busy the machine was
-
-    def __call__(self, result) -> None:
-        elapsed = time.perf_counter() - self.t0
-        if len(self.loads) <= elapsed // 30:
-            self.loads.append((round(elapsed), os.getloadavg()[0]))
-        done = elapsed / self.seconds
-        for opt in result.optimizers.values():
-            for group in opt.param_groups:
-                group["lr"] = self.lr * (1 - (1 - self.final) * min(done, 1.0))
-        result.stop = done >= 1.0
+        b = {"train_seconds": 5.0, "hidden": 8, "layers": 1, "dilations": (1,), "batch_size": 8, "lr": 3e-3,
+             "n_samples": 4, "n_test": 200}
+    else:
+        b = {"train_seconds": 300.0, "hidden": 24, "layers": 4, "dilations": (1,), "batch_size": 16, "lr": 4e-3,
+             "n_samples": 100, "n_test": None}
+    for key, option, cast in (("PIXELCNN_HIDDEN", "hidden", int), ("PIXELCNN_LAYERS", "layers", int),
+                              ("PIXELCNN_LR", "lr", float)):
+        if key in os.environ:
+            b[option] = cast(os.environ[key])
+    if "PIXELCNN_DILATIONS" in os.environ:  # e.g. "1,2,4,1": layer l's dilation is dilations[l % len]
+        b["dilations"] = tuple(int(v) for v in os.environ["PIXELCNN_DILATIONS"].split(","))
+    if args.steps:  # a fixed number of steps (the lr falls over them): results that do not depend on the load
+        b["train_seconds"] = None
+    return b
 
 
 def run(args) -> dict:
     from course_lib.autoregressive import build_pixelcnn
     from course_lib.data import load_train_test
-    from course_lib.train import fit
+    from benchmarks.run import load_recorder
+    from course_lib.train import fit, linear_decay
 
     device, b = args.device, _budget(args)
     train, test = load_train_test(args.dataset, holdout=1000)
     x_test = test.x if b["n_test"] is None else test.x[:b["n_test"]]
-    options = {"hidden": b["hidden"], "layers": b["layers"], "first_kernel": 7, "kernel": 3}
+    options = {"hidden": b["hidden"], "layers": b["layers"], "dilations": b["dilations"], "first_kernel": 7,
+               "kernel": 3}
     model = build_pixelcnn(tuple(train.x.shape[1:]), **options)
     n_params = sum(p.numel() for p in model.parameters())
-    clock = TimeBudget(b["train_seconds"], b["lr"])
-    result = fit(model, train.x, steps=10**9, batch_size=b["batch_size"], lr=b["lr"], device=device,
-                 callbacks=[clock], log_every=50, progress=False, seed=args.seed)
-    train_seconds = time.perf_counter() - clock.t0
+    seconds, steps = b["train_seconds"], args.steps or 10**9
+    loads, t0 = load_recorder(), time.perf_counter()
+    schedule = linear_decay(seconds=seconds, final=0.1) if seconds else linear_decay(steps=steps, final=0.1)
+    result = fit(model, train.x, steps=steps, batch_size=b["batch_size"], lr=b["lr"], device=device,
+                 callbacks=[schedule, loads], log_every=50, progress=False, seed=args.seed)
+    train_seconds = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     bpd = model.bits_per_dim(x_test, batch_size=250).double()
@@ -93,11 +92,12 @@ def run(args) -> dict:
 
     return {
         "model": f"gated PixelCNN ({n_params} parameters; {options}), 256-way categorical per pixel, Adam",
+        "env_overrides": {k: v for k, v in os.environ.items() if k.startswith("PIXELCNN_")},
         "dataset": args.dataset, "dataset_source": train.source, "n_train": len(train.x),
         "test_source": test.source, "n_test": len(x_test),
-        "batch_size": b["batch_size"], "lr": f"{b['lr']} falling linearly in time to {b['lr'] / 10}",
+        "batch_size": b["batch_size"], "lr": f"{b['lr']} falling linearly in {'time' if seconds else 'steps'} to {b['lr'] / 10}",
         "train_seconds_budget": b["train_seconds"],
-        "train_wall_time_s": train_seconds, "load_average_during_training": clock.loads, "steps": result.step, "steps_per_s": result.steps_per_s,
+        "train_wall_time_s": train_seconds, "load_average_during_training": loads.loads, "steps": result.step, "steps_per_s": result.steps_per_s,
         "train_images_per_s": result.steps_per_s * b["batch_size"],
         "seconds_per_training_step": 1 / result.steps_per_s,
         "final_train_bpd": sum(result.history["bpd"][-4:]) / len(result.history["bpd"][-4:]),
