@@ -5,10 +5,12 @@
   Modules that never need the network use it for every test with
   ``pytestmark = pytest.mark.usefixtures("offline")``.
 * ``one_torch_thread``: tiny models run faster on one thread on a busy 2-core machine.
+* ``mnist_train``: the MNIST training digits (the offline sample at least), or a skip that says why not.
 * ``SHARED_MNIST``: the genuine MNIST test set that CI provides beside the clone.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -34,3 +36,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def mnist_train():
+    from course_lib.data import load_dataset
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the offline fallback warns
+            return load_dataset("mnist", "train")
+    except Exception as err:  # noqa: BLE001
+        pytest.skip(f"MNIST training digits unavailable here ({err})")

@@ -8,15 +8,7 @@ from benchmarks import run as bench
 
 
 @pytest.mark.slow
-def test_flow_suite_writes_a_complete_record(tmp_path):
-    try:
-        from course_lib.data import load_dataset
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            load_dataset("mnist", "train")
-    except Exception as err:  # noqa: BLE001
-        pytest.skip(f"MNIST training data unavailable here ({err})")
+def test_flow_suite_writes_a_complete_record(tmp_path, mnist_train):
     assert bench.SUITES["flow"] == "benchmarks.suite_flow:run"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the offline MNIST fallback warns

@@ -8,15 +8,7 @@ from benchmarks import run as bench
 
 
 @pytest.mark.slow
-def test_pixelcnn_suite_on_fixed_steps_with_overrides(tmp_path, monkeypatch):
-    try:
-        from course_lib.data import load_dataset
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            load_dataset("mnist", "train")
-    except Exception as err:  # noqa: BLE001
-        pytest.skip(f"MNIST training data unavailable here ({err})")
+def test_pixelcnn_suite_on_fixed_steps_with_overrides(tmp_path, monkeypatch, mnist_train):
     monkeypatch.setenv("PIXELCNN_DILATIONS", "1,2")
     monkeypatch.setenv("PIXELCNN_LAYERS", "2")
     with warnings.catch_warnings():

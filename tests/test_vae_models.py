@@ -198,18 +198,12 @@ def test_cli_trains_a_vae_and_a_vqvae(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_benchmark_suite_writes_a_record(tmp_path, offline):
+def test_benchmark_suite_writes_a_record(tmp_path, offline, mnist_train):
     """benchmarks.run --suite vae --fast: every field the issue asks for, into tmp_path (offline data)."""
     import warnings
 
     from benchmarks import run as bench
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            load_dataset("mnist", "train")
-    except Exception as err:  # noqa: BLE001
-        pytest.skip(f"MNIST training digits unavailable here ({err})")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the offline MNIST fallback warns
         path = bench.main(["--suite", "vae", "--fast", "--steps", "3", "--device", "cpu", "--out-dir", str(tmp_path)])
