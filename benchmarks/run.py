@@ -43,6 +43,15 @@ SUITES: dict[str, str] = {
 DATASETS = ("mnist", "fashion_mnist")
 
 
+def env_ints(name: str) -> tuple[int, ...]:
+    """A comma-separated list of whole numbers from the environment variable ``name``, e.g. "32,64,96"."""
+    try:
+        return tuple(int(v) for v in os.environ[name].split(","))
+    except ValueError:
+        raise SystemExit(f"{name}={os.environ[name]!r} is not a comma-separated list of whole numbers; "
+                         f"write it like {name}=1,2,4") from None
+
+
 def load_recorder():
     """A ``fit`` callback keeping (seconds, 1-minute load average) every 30 s: how busy the machine was."""
     t0, loads = time.perf_counter(), []

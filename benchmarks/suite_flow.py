@@ -52,7 +52,7 @@ def _budget(args) -> dict:
 
 
 def run(args) -> dict:
-    from benchmarks.run import load_recorder
+    from benchmarks.run import env_ints, load_recorder
     from course_lib.data import load_train_test
     from course_lib.flows import BPD_CONVENTION, FlowModel
     from course_lib.train import fit, linear_decay, stop_after
@@ -63,7 +63,7 @@ def run(args) -> dict:
     b["batch_size"] = int(os.environ.get("FLOW_BATCH_SIZE", str(b["batch_size"])))
     for key, option in (("FLOW_HIDDEN", "hidden"), ("FLOW_STEPS", "steps")):  # per level, e.g. "32,64,96"
         if key in os.environ:
-            b["model"] = {**b["model"], option: tuple(int(v) for v in os.environ[key].split(","))}
+            b["model"] = {**b["model"], option: env_ints(key)}
     if "FLOW_DEQUANT" in os.environ:
         b["model"] = {**b["model"], "dequantization": os.environ["FLOW_DEQUANT"]}
     train, test = load_train_test(args.dataset, holdout=1000)

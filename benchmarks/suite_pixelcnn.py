@@ -28,6 +28,8 @@ import torch
 
 
 def _budget(args) -> dict:
+    from benchmarks.run import env_ints
+
     if args.fast:
         b = {"train_seconds": 5.0, "hidden": 8, "layers": 1, "dilations": (1,), "batch_size": 8, "lr": 3e-3,
              "n_samples": 4, "n_test": 200}
@@ -39,7 +41,7 @@ def _budget(args) -> dict:
         if key in os.environ:
             b[option] = cast(os.environ[key])
     if "PIXELCNN_DILATIONS" in os.environ:  # e.g. "1,2,4,1": layer l's dilation is dilations[l % len]
-        b["dilations"] = tuple(int(v) for v in os.environ["PIXELCNN_DILATIONS"].split(","))
+        b["dilations"] = env_ints("PIXELCNN_DILATIONS")
     if args.steps:  # a fixed number of steps (the lr falls over them): results that do not depend on the load
         b["train_seconds"] = None
     return b

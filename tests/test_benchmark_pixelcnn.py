@@ -22,3 +22,9 @@ def test_pixelcnn_suite_on_fixed_steps_with_overrides(tmp_path, monkeypatch, mni
     assert "falling linearly in steps" in record["lr"]
     assert 0 < record["bpd"] < 9 and record["n_test"] == 200
     assert record["sampling"]["n_samples"] == 4 and record["sampling"]["network_evaluations"] == 28 * 28
+
+
+def test_a_malformed_override_names_the_variable_and_the_fix(monkeypatch):
+    monkeypatch.setenv("PIXELCNN_DILATIONS", "1,x")
+    with pytest.raises(SystemExit, match=r"PIXELCNN_DILATIONS='1,x' is not a comma-separated list.*PIXELCNN_DILATIONS=1,2,4"):
+        bench.main(["--suite", "pixelcnn", "--fast", "--steps", "1", "--device", "cpu"])
