@@ -7,20 +7,30 @@ fixed wall-clock budget, then measured.
 
 Training stops after ``seconds`` of wall time, and both learning rates fall linearly to 0 over them
 (``course_lib.train.linear_decay``), so the figure is what a learner gets on this machine in that
-time. Recorded for each GAN: steps and steps/s; for 1,000 samples of the trained generator in eval
-mode (no EMA: averaged weights do not fit the batch-norm statistics of the live weights; see
-notebook 04) and 1,000 real test digits beside them as the floor (same reference, same N): the
-course classifier's label histogram (every class's share), the fraction of samples it classifies
-with p > 0.7, classifier-FID, KID and precision/recall. The conditional GAN draws labels 0..9
-equally often and also records how often the classifier agrees with the requested label.
+time. Recorded for each GAN: steps and steps/s; for 1,000 samples (the same z for each) of three
+generators in eval mode, 1,000 real test digits beside them as the floor (same reference, same N):
+the course classifier's label histogram (every class's share), the fraction of samples it classifies
+with p > 0.7, classifier-FID, KID and precision/recall. The three generators (``variants``):
+
+* ``live``: the trained G with the batch-norm running statistics of training;
+* ``live_standing``: the same weights with standing statistics (``GAN.standing_statistics``);
+* ``ema_standing``: an EMA of G's weights (``GAN_EMA_DECAY``, default 0.999) with standing
+  statistics; the EMA's copied running statistics belong to the live weights, so it needs them.
+
+The conditional GAN draws labels 0..9 equally often and also records how often the classifier agrees
+with the requested label.
 """
 from __future__ import annotations
 
+import copy
+import os
 import time
 
 import torch
 
 LR = 5e-4  # both players, falling linearly to 0 over the budget
+EMA_DECAY = float(os.environ.get("GAN_EMA_DECAY", "0.999"))  # an average of G's weights over ~1 / (1 - decay) steps
+HEADLINE = "live"  # which generator the targets are read on; all three are recorded under "variants"
 
 
 def _budget(args) -> dict:
@@ -38,16 +48,23 @@ def _train(args, b: dict, train, conditional: bool):
     model = build_dcgan(tuple(train.x.shape[1:]), num_classes=10 if conditional else None, base=b["base"])
     schedule = linear_decay(seconds=b["seconds"]) if b["seconds"] else linear_decay(steps=b["steps"])
     result = fit(model, (train.x, train.y) if conditional else train.x, steps=b["steps"], batch_size=64, lr=LR,
-                 grad_clip=None, log_every=50, callbacks=[schedule], device=args.device, progress=False,
-                 seed=args.seed)
-    gen = model.eval()
+                 grad_clip=None, ema_decay=EMA_DECAY, log_every=50, callbacks=[schedule], device=args.device,
+                 progress=False, seed=args.seed)
+    num_classes = 10 if conditional else None
+    with torch.random.fork_rng():
+        torch.manual_seed(args.seed + 3)
+        generators = {"live": model.eval(),
+                      "live_standing": copy.deepcopy(model).standing_statistics(num_classes),
+                      "ema_standing": result.ema.standing_statistics(num_classes)}
     labels = torch.arange(b["n_samples"]) % 10 if conditional else None
-    with torch.no_grad(), torch.random.fork_rng():
-        torch.manual_seed(args.seed + 1)
-        chunks = [torch.arange(i, min(i + 250, b["n_samples"])) for i in range(0, b["n_samples"], 250)]
-        samples = torch.cat([gen.postprocess(gen.sample(len(c), None if labels is None else labels[c].to(args.device)))
-                             for c in chunks])
-    return model, result, samples.cpu(), labels
+    chunks = [torch.arange(i, min(i + 250, b["n_samples"])) for i in range(0, b["n_samples"], 250)]
+    samples = {}
+    for name, gen in generators.items():
+        with torch.no_grad(), torch.random.fork_rng():
+            torch.manual_seed(args.seed + 1)  # the same z for every variant
+            samples[name] = torch.cat([gen.postprocess(gen.sample(len(c), None if labels is None else
+                                                                  labels[c].to(args.device))).cpu() for c in chunks])
+    return model, result, samples, labels
 
 
 def run(args) -> dict:
@@ -78,17 +95,20 @@ def run(args) -> dict:
     floor = scores(held)
     record = {"dataset": args.dataset, "dataset_source": train.source, "n_train": len(train.x),
               "train_seconds_budget": b["seconds"], "lr": f"{LR} for both players, falling linearly to 0 over the budget",
+              "ema_decay": EMA_DECAY, "env_overrides": {k: v for k, v in os.environ.items() if k.startswith("GAN_")},
               "real_floor": floor}
     for name, conditional in (("unconditional", False), ("conditional", True)):
         t0 = time.perf_counter()
         model, result, samples, labels = _train(args, b, train, conditional)
-        s = scores(samples, labels)
+        variants = {name: scores(x, labels) for name, x in samples.items()}
+        s = variants[HEADLINE]
         record[name] = {
             "model": f"{'conditional ' if conditional else ''}DCGAN base {b['base']} "
                      f"({sum(p.numel() for p in model.parameters()):,} parameters), non-saturating loss, k = 1, "
-                     "Adam(betas 0.5, 0.999), batch 64, no EMA",
+                     f"Adam(betas 0.5, 0.999), batch 64; samples from the {HEADLINE!r} generator",
             "steps": result.step, "steps_per_s": result.steps_per_s, "train_wall_time_s": result.wall_time,
-            "n_samples": len(samples), "samples": s, "fid_over_floor": s["fid"] / max(floor["fid"], 1e-12),
+            "n_samples": b["n_samples"], "samples": s, "fid_over_floor": s["fid"] / max(floor["fid"], 1e-12),
+            "variants": {k: {**v, "fid_over_floor": v["fid"] / max(floor["fid"], 1e-12)} for k, v in variants.items()},
             "wall_time_s": time.perf_counter() - t0}
     u = record["unconditional"]
     record.update(model=u["model"], steps=u["steps"], steps_per_s=u["steps_per_s"], bpd=None,

@@ -96,6 +96,32 @@ def test_dcgan_shapes_conditioning_and_truncation():
         build_dcgan((1, 30, 30))
 
 
+def test_standing_statistics_average_the_batch_statistics_of_fresh_samples():
+    """After a few steps (running statistics trail the weights), ``standing_statistics`` sets G's first
+    BatchNorm to the mean of per-batch means and unbiased variances of its input, recomputed here from
+    the same noise through the linear layer alone; momentum is restored, G is left in eval mode, D untouched."""
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (128, 1, 8, 8), dtype=torch.uint8)
+    gan = build_dcgan((1, 8, 8), base=4, latent_dim=8)
+    fit(gan, x, steps=5, batch_size=32, lr=1e-2, grad_clip=None, device="cpu", progress=False)
+    bn, d_state = gan.G.fc[1], {k: v.clone() for k, v in gan.D.state_dict().items()}
+    stale = bn.running_mean.clone()
+    torch.manual_seed(1)
+    gan.standing_statistics(n_batches=3, batch_size=50)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        h = [gan.G.fc[0](torch.randn(50, 8)) for _ in range(3)]  # the BatchNorm's inputs, batch by batch
+    assert torch.allclose(bn.running_mean, torch.stack([b.mean(0) for b in h]).mean(0), atol=1e-5)
+    assert torch.allclose(bn.running_var, torch.stack([b.var(0) for b in h]).mean(0), rtol=1e-4)
+    assert not torch.allclose(bn.running_mean, stale, atol=1e-3)
+    assert bn.momentum == 0.1 and not gan.G.training
+    assert all(torch.equal(v, gan.D.state_dict()[k]) for k, v in d_state.items())
+    conditional = build_dcgan((1, 8, 8), num_classes=3, base=4, latent_dim=8)
+    with pytest.raises(ValueError, match="class-conditional: pass labels"):
+        conditional.standing_statistics()
+    assert not conditional.standing_statistics(num_classes=3).G.training
+
+
 def test_conditional_dcgan_learns_to_separate_classes_in_a_short_run():
     """Two 'classes' of 8x8 images (bright top half vs bright bottom half): after a short run, samples of
     class 0 are brighter on top than on the bottom and the reverse for class 1."""

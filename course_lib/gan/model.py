@@ -80,6 +80,32 @@ class GAN(GenerativeModel):
         return terms
 
     @torch.no_grad()
+    def standing_statistics(self, num_classes: int | None = None, n_batches: int = 16,
+                            batch_size: int = 256) -> "GAN":
+        """Re-estimate G's batch-norm statistics for G's present weights ("standing statistics", Brock et al. 2019).
+
+        In training, each BatchNorm keeps running_mean <- 0.9 running_mean + 0.1 batch mean: a trail of
+        statistics of earlier weights. For an EMA copy of G they belong to other weights altogether.
+        Here they are reset and replaced by the plain average over ``n_batches`` batches of G(z, y),
+        z ~ N(0, I) (y uniform over ``num_classes`` for a conditional G); momentum is restored after.
+        Returns self with G in eval mode, so ``sample`` then uses these statistics.
+        """
+        norms = [m for m in self.G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        device = next(self.G.parameters()).device
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # running statistics = cumulative average over the batches below
+        self.G.train()
+        for _ in range(n_batches):
+            y = None if num_classes is None else torch.randint(num_classes, (batch_size,), device=device)
+            self.G(torch.randn(batch_size, self.latent_dim, device=device), y)
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        self.G.eval()
+        return self
+
+    @torch.no_grad()
     def sample(self, n: int, y: Tensor | None = None, truncation: float | None = None) -> Tensor:
         """n samples G(z, y), z ~ N(0, I) (truncated to |z_i| <= truncation if given), on the model's device."""
         device = next(self.G.parameters()).device

@@ -1,0 +1,27 @@
+"""benchmarks.run --suite gan writes a complete record (tiny DCGANs, a few steps, into a tmp dir)."""
+import json
+import warnings
+
+import pytest
+
+from benchmarks import run as bench, suite_gan
+
+
+@pytest.mark.slow
+def test_gan_suite_records_three_generators_on_the_same_floor(tmp_path, mnist_train, monkeypatch):
+    monkeypatch.setenv("GAN_EMA_DECAY", "0.9")  # recorded as an override (the decay itself is read at import)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the offline MNIST fallback warns
+        path = bench.main(["--suite", "gan", "--fast", "--steps", "3", "--device", "cpu", "--out-dir", str(tmp_path)])
+    record = json.loads(path.read_text())
+    assert record["suite"] == "gan" and record["steps"] == 3 and record["env_overrides"] == {"GAN_EMA_DECAY": "0.9"}
+    assert 0.8 < record["real_floor"]["confident_fraction_p>0.7"] <= 1
+    for name in ("unconditional", "conditional"):
+        gan = record[name]
+        assert set(gan["variants"]) == {"live", "live_standing", "ema_standing"}
+        assert gan["samples"] == {k: v for k, v in gan["variants"][suite_gan.HEADLINE].items() if k != "fid_over_floor"}
+        for v in gan["variants"].values():
+            assert v["fid"] > 0 and v["fid_over_floor"] == pytest.approx(v["fid"] / record["real_floor"]["fid"])
+            assert sum(v["class_shares"]) == pytest.approx(1)
+    assert "label_accuracy" in record["conditional"]["samples"]
+    assert "label_accuracy" not in record["unconditional"]["samples"]
