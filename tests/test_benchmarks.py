@@ -63,3 +63,12 @@ def test_fit_overhead_suite_compares_the_old_and_new_fit(tmp_path):
         expected = 1000 * (t[version] - t[f"{version}_setup"] - t["bare"]) / 5
         assert record["overhead_ms_per_step"][version] == pytest.approx(expected)
     assert record["ddpm_steps_per_s"] == {}  # the DDPM comparison runs in full mode only
+
+
+def test_ddim_suite_refuses_a_slow_ema_it_cannot_resume(tmp_path, monkeypatch):
+    monkeypatch.setenv("DDIM_CHECKPOINT", str(tmp_path / "ddim.pt"))
+    monkeypatch.setenv("DDIM_SLOW_EMA", "1")
+    with warnings.catch_warnings(), pytest.raises(SystemExit, match="slow EMA is not checkpointed"):
+        warnings.simplefilter("ignore")  # the offline MNIST fallback warns
+        bench.main(["--suite", "ddim", "--fast", "--device", "cpu", "--out-dir", str(tmp_path)])
+    assert not (tmp_path / "ddim.pt").exists() and not list(tmp_path.glob("*.json"))
