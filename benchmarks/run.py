@@ -52,6 +52,20 @@ def env_ints(name: str) -> tuple[int, ...]:
                          f"write it like {name}=1,2,4") from None
 
 
+def write_new(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path``, or to ``<stem>_2.json``, ``_3``, ... if taken: two runs started in the same
+    second (side-by-side trials) must not overwrite each other's record. Exclusive creation, so no race."""
+    for k in range(1, 1000):
+        candidate = path if k == 1 else path.with_name(f"{path.stem}_{k}{path.suffix}")
+        try:
+            with open(candidate, "x") as f:
+                f.write(text)
+            return candidate
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{path} and 998 numbered variants exist; clean up {path.parent}")
+
+
 def load_recorder():
     """A ``fit`` callback keeping (seconds, 1-minute load average) every 30 s: how busy the machine was."""
     t0, loads = time.perf_counter(), []
@@ -131,8 +145,8 @@ def main(argv: list[str] | None = None) -> Path:
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
     tag = "fast" if args.fast else "full"
-    path = args.out_dir / f"{args.suite}_{args.dataset}_{args.device.type}_{tag}_{date:%Y%m%dT%H%M%S}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    path = write_new(args.out_dir / f"{args.suite}_{args.dataset}_{args.device.type}_{tag}_{date:%Y%m%dT%H%M%S}.json",
+                     json.dumps(record, indent=2) + "\n")
     print(json.dumps(record, indent=2))
     print(f"wrote {path}")
     return path

@@ -72,3 +72,10 @@ def test_ddim_suite_refuses_a_slow_ema_it_cannot_resume(tmp_path, monkeypatch):
         warnings.simplefilter("ignore")  # the offline MNIST fallback warns
         bench.main(["--suite", "ddim", "--fast", "--device", "cpu", "--out-dir", str(tmp_path)])
     assert not (tmp_path / "ddim.pt").exists() and not list(tmp_path.glob("*.json"))
+
+
+def test_records_started_in_the_same_second_do_not_overwrite_each_other(tmp_path):
+    path = tmp_path / "flow_mnist_cpu_full_20261202T071610.json"
+    written = [bench.write_new(path, f'{{"run": {k}}}\n') for k in range(3)]
+    assert [p.name for p in written] == [path.name, path.stem + "_2.json", path.stem + "_3.json"]
+    assert [json.loads(p.read_text())["run"] for p in written] == [0, 1, 2]
