@@ -17,6 +17,11 @@ with p > 0.7, classifier-FID, KID and precision/recall. The three generators (``
 * ``ema_standing``: an EMA of G's weights (``GAN_EMA_DECAY``, default 0.999) with standing
   statistics; the EMA's copied running statistics belong to the live weights, so it needs them.
 
+``GAN_SELF_CONDITION=k`` trains the unconditional GAN as a self-conditioned one
+(``course_lib.gan.self_conditioned``): the conditional DCGAN on k k-means clusters of the training
+pixels, sampled with clusters drawn by their shares; no label is used. ``GAN_ONLY=unconditional``
+(or ``conditional``) trains and scores one of the two GANs.
+
 The conditional GAN draws labels 0..9 equally often and also records how often the classifier agrees
 with the requested label.
 """
@@ -30,6 +35,7 @@ import torch
 
 LR = 5e-4  # both players, falling linearly to 0 over the budget
 EMA_DECAY = float(os.environ.get("GAN_EMA_DECAY", "0.999"))  # an average of G's weights over ~1 / (1 - decay) steps
+SELF_CONDITION = int(os.environ.get("GAN_SELF_CONDITION", "0"))  # k > 0: the "unconditional" GAN on k pixel clusters
 HEADLINE = "live"  # which generator the targets are read on; all three are recorded under "variants"
 
 
@@ -42,21 +48,28 @@ def _budget(args) -> dict:
 
 def _train(args, b: dict, train, conditional: bool):
     from course_lib.gan import build_dcgan
+    from course_lib.gan.self_conditioned import cluster_prior, kmeans
     from course_lib.train import fit, linear_decay
 
     torch.manual_seed(args.seed)
-    model = build_dcgan(tuple(train.x.shape[1:]), num_classes=10 if conditional else None, base=b["base"])
+    num_classes, data, prior = (10, (train.x, train.y), None) if conditional else (None, train.x, None)
+    if not conditional and SELF_CONDITION:  # clusters of the pixels stand in for labels (no label is used)
+        clusters, _ = kmeans(train.x.flatten(1).float() / 255, SELF_CONDITION, seed=args.seed)
+        num_classes, data, prior = SELF_CONDITION, (train.x, clusters), cluster_prior(clusters, SELF_CONDITION)
+    model = build_dcgan(tuple(train.x.shape[1:]), num_classes=num_classes, base=b["base"])
     schedule = linear_decay(seconds=b["seconds"]) if b["seconds"] else linear_decay(steps=b["steps"])
-    result = fit(model, (train.x, train.y) if conditional else train.x, steps=b["steps"], batch_size=64, lr=LR,
+    result = fit(model, data, steps=b["steps"], batch_size=64, lr=LR,
                  grad_clip=None, ema_decay=EMA_DECAY, log_every=50, callbacks=[schedule], device=args.device,
                  progress=False, seed=args.seed)
-    num_classes = 10 if conditional else None
     with torch.random.fork_rng():
         torch.manual_seed(args.seed + 3)
         generators = {"live": model.eval(),
                       "live_standing": copy.deepcopy(model).standing_statistics(num_classes),
                       "ema_standing": result.ema.standing_statistics(num_classes)}
     labels = torch.arange(b["n_samples"]) % 10 if conditional else None
+    if prior is not None:  # a self-conditioned GAN draws its clusters by their shares of the data
+        labels = torch.multinomial(prior, b["n_samples"], replacement=True,
+                                   generator=torch.Generator().manual_seed(args.seed + 4))
     chunks = [torch.arange(i, min(i + 250, b["n_samples"])) for i in range(0, b["n_samples"], 250)]
     samples = {}
     for name, gen in generators.items():
@@ -97,20 +110,26 @@ def run(args) -> dict:
               "train_seconds_budget": b["seconds"], "lr": f"{LR} for both players, falling linearly to 0 over the budget",
               "ema_decay": EMA_DECAY, "env_overrides": {k: v for k, v in os.environ.items() if k.startswith("GAN_")},
               "real_floor": floor}
+    only = os.environ.get("GAN_ONLY")  # "unconditional" or "conditional": train and score one of them (trials)
+    if only not in (None, "unconditional", "conditional"):
+        raise SystemExit(f"GAN_ONLY must be 'unconditional' or 'conditional', got {only!r}")
     for name, conditional in (("unconditional", False), ("conditional", True)):
+        if only not in (None, name):
+            continue
         t0 = time.perf_counter()
         model, result, samples, labels = _train(args, b, train, conditional)
-        variants = {name: scores(x, labels) for name, x in samples.items()}
+        variants = {name: scores(x, labels if conditional else None) for name, x in samples.items()}
         s = variants[HEADLINE]
         record[name] = {
             "model": f"{'conditional ' if conditional else ''}DCGAN base {b['base']} "
+                     f"{'' if conditional or not SELF_CONDITION else f'self-conditioned on {SELF_CONDITION} k-means clusters of the pixels '}"
                      f"({sum(p.numel() for p in model.parameters()):,} parameters), non-saturating loss, k = 1, "
                      f"Adam(betas 0.5, 0.999), batch 64; samples from the {HEADLINE!r} generator",
             "steps": result.step, "steps_per_s": result.steps_per_s, "train_wall_time_s": result.wall_time,
             "n_samples": b["n_samples"], "samples": s, "fid_over_floor": s["fid"] / max(floor["fid"], 1e-12),
             "variants": {k: {**v, "fid_over_floor": v["fid"] / max(floor["fid"], 1e-12)} for k, v in variants.items()},
             "wall_time_s": time.perf_counter() - t0}
-    u = record["unconditional"]
+    u = record["unconditional" if only != "conditional" else "conditional"]
     record.update(model=u["model"], steps=u["steps"], steps_per_s=u["steps_per_s"], bpd=None,
                   fid=u["samples"]["fid"], kid=u["samples"]["kid"])
     return record

@@ -25,3 +25,19 @@ def test_gan_suite_records_three_generators_on_the_same_floor(tmp_path, mnist_tr
             assert sum(v["class_shares"]) == pytest.approx(1)
     assert "label_accuracy" in record["conditional"]["samples"]
     assert "label_accuracy" not in record["unconditional"]["samples"]
+
+
+@pytest.mark.slow
+def test_gan_suite_self_conditioned_alone(tmp_path, mnist_train, monkeypatch):
+    """GAN_SELF_CONDITION=k trains the unconditional GAN on k pixel clusters; GAN_ONLY skips the other GAN."""
+    monkeypatch.setattr(suite_gan, "SELF_CONDITION", 5)
+    monkeypatch.setenv("GAN_ONLY", "unconditional")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = bench.main(["--suite", "gan", "--fast", "--steps", "2", "--device", "cpu", "--out-dir", str(tmp_path)])
+    record = json.loads(path.read_text())
+    assert "conditional" not in record and "self-conditioned on 5 k-means clusters" in record["unconditional"]["model"]
+    assert "label_accuracy" not in record["unconditional"]["samples"]
+    monkeypatch.setenv("GAN_ONLY", "both")
+    with pytest.raises(SystemExit, match="GAN_ONLY must be"):
+        bench.main(["--suite", "gan", "--fast", "--device", "cpu", "--out-dir", str(tmp_path)])
