@@ -4,7 +4,8 @@ from course_lib.gan.dcgan import DCGANDiscriminator, DCGANGenerator, build_dcgan
 from course_lib.gan.losses import discriminator_loss, generator_loss_non_saturating, generator_loss_saturating
 from course_lib.gan.mlp import MLPGAN, build_mlp_gan
 from course_lib.gan.model import GAN, truncated_normal
+from course_lib.gan.self_conditioned import cluster_prior, kmeans
 
 __all__ = ["discriminator_loss", "generator_loss_saturating", "generator_loss_non_saturating", "GAN",
            "truncated_normal", "MLPGAN", "build_mlp_gan", "DCGANGenerator", "DCGANDiscriminator", "build_dcgan",
-           "PatchDiscriminator", "TranslationGenerator", "CycleGAN", "build_cyclegan"]
+           "PatchDiscriminator", "TranslationGenerator", "CycleGAN", "build_cyclegan", "kmeans", "cluster_prior"]
