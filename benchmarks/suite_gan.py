@@ -34,8 +34,17 @@ import time
 import torch
 
 LR = 5e-4  # both players, falling linearly to 0 over the budget
-EMA_DECAY = float(os.environ.get("GAN_EMA_DECAY", "0.999"))  # an average of G's weights over ~1 / (1 - decay) steps
-SELF_CONDITION = int(os.environ.get("GAN_SELF_CONDITION", "0"))  # k > 0: the "unconditional" GAN on k pixel clusters
+
+
+def _env_number(name: str, default: str, cast):
+    try:
+        return cast(os.environ.get(name, default))
+    except ValueError:
+        raise SystemExit(f"{name}={os.environ[name]!r} must be of type {cast.__name__}, e.g. {name}={default}") from None
+
+
+EMA_DECAY = _env_number("GAN_EMA_DECAY", "0.999", float)  # an average of G's weights over ~1 / (1 - decay) steps
+SELF_CONDITION = _env_number("GAN_SELF_CONDITION", "0", int)  # k > 0: the "unconditional" GAN on k pixel clusters
 HEADLINE = "live"  # which generator the targets are read on; all three are recorded under "variants"
 
 

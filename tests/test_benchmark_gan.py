@@ -41,3 +41,9 @@ def test_gan_suite_self_conditioned_alone(tmp_path, mnist_train, monkeypatch):
     monkeypatch.setenv("GAN_ONLY", "both")
     with pytest.raises(SystemExit, match="GAN_ONLY must be"):
         bench.main(["--suite", "gan", "--fast", "--device", "cpu", "--out-dir", str(tmp_path)])
+
+
+def test_gan_suite_refuses_a_malformed_override(monkeypatch):
+    monkeypatch.setenv("GAN_SELF_CONDITION", "fifty")
+    with pytest.raises(SystemExit, match="GAN_SELF_CONDITION='fifty' must be of type int, e.g. GAN_SELF_CONDITION=0"):
+        suite_gan._env_number("GAN_SELF_CONDITION", "0", int)
