@@ -5,6 +5,7 @@
     python -m benchmarks.run --suite pixelcnn --fast          # seconds
     python -m benchmarks.run --suite pixelcnn --steps 3322    # a fixed number of steps (comparisons on a busy machine)
     PIXELCNN_HIDDEN=48 PIXELCNN_LAYERS=6 PIXELCNN_DILATIONS=1,2 PIXELCNN_LR=4e-3 python -m benchmarks.run --suite pixelcnn
+    PIXELCNN_MIXTURES=5 ...   # PixelCNN++'s discretized logistic mixture of 5 components instead of a 256-way softmax
 
 The budget is seconds, not steps, because the target is "bits/dim after 300 s of training on 2
 cores" (issue 17). Recorded:
@@ -37,7 +38,7 @@ def _budget(args) -> dict:
         b = {"train_seconds": 300.0, "hidden": 24, "layers": 4, "dilations": (1,), "batch_size": 16, "lr": 4e-3,
              "n_samples": 100, "n_test": None}
     for key, option, cast in (("PIXELCNN_HIDDEN", "hidden", int), ("PIXELCNN_LAYERS", "layers", int),
-                              ("PIXELCNN_LR", "lr", float)):
+                              ("PIXELCNN_LR", "lr", float), ("PIXELCNN_MIXTURES", "mixtures", int)):
         if key in os.environ:
             b[option] = cast(os.environ[key])
     if "PIXELCNN_DILATIONS" in os.environ:  # e.g. "1,2,4,1": layer l's dilation is dilations[l % len]
@@ -57,7 +58,7 @@ def run(args) -> dict:
     train, test = load_train_test(args.dataset, holdout=1000)
     x_test = test.x if b["n_test"] is None else test.x[:b["n_test"]]
     options = {"hidden": b["hidden"], "layers": b["layers"], "dilations": b["dilations"], "first_kernel": 7,
-               "kernel": 3}
+               "kernel": 3, "mixtures": b.get("mixtures")}
     model = build_pixelcnn(tuple(train.x.shape[1:]), **options)
     n_params = sum(p.numel() for p in model.parameters())
     seconds, steps = b["train_seconds"], args.steps or 10**9
@@ -93,7 +94,8 @@ def run(args) -> dict:
         full_pass_seconds = (time.perf_counter() - t0) / 3
 
     return {
-        "model": f"gated PixelCNN ({n_params} parameters; {options}), 256-way categorical per pixel, Adam",
+        "model": f"gated PixelCNN ({n_params} parameters; {options}), "
+                 f"{'256-way categorical' if options['mixtures'] is None else 'discretized logistic mixture'} per pixel, Adam",
         "env_overrides": {k: v for k, v in os.environ.items() if k.startswith("PIXELCNN_")},
         "dataset": args.dataset, "dataset_source": train.source, "n_train": len(train.x),
         "test_source": test.source, "n_test": len(x_test),

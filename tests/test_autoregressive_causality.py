@@ -58,11 +58,12 @@ def test_bad_masks_are_refused_with_the_fix():
         GatedPixelCNN(PixelCNNConfig(in_channels=3, hidden=8))
 
 
+@pytest.mark.parametrize("mixtures", [None, 2])
 @pytest.mark.parametrize("kind", ["naive", "gated"])
 @pytest.mark.parametrize("C", [1, 3])
-def test_whole_network_is_causal(kind, C):
+def test_whole_network_is_causal(kind, C, mixtures):
     shape = (C, 5, 5)
-    dep = dependence(_net(kind, C, dilations=(1, 2)), shape)
+    dep = dependence(_net(kind, C, dilations=(1, 2), mixtures=mixtures), shape)
     assert causality_violations(dep).numel() == 0, causality_violations(dep)[:5]
     # ... and not trivially: each value sees its left neighbour and the pixel above
     for c in range(C):

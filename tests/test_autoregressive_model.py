@@ -27,21 +27,23 @@ def _all_images(shape, bits=1) -> torch.Tensor:
     return (levels << (8 - bits)).to(torch.uint8).view(-1, *shape)
 
 
+@pytest.mark.parametrize("mixtures", [None, 2])
 @pytest.mark.parametrize("gated", [False, True])
 @pytest.mark.parametrize("shape", [(1, 2, 2), (3, 1, 2)])
-def test_probabilities_of_all_images_sum_to_one(gated, shape):
-    model = _model(shape, gated)
+def test_probabilities_of_all_images_sum_to_one(gated, shape, mixtures):
+    model = _model(shape, gated, mixtures=mixtures)
     images = _all_images(shape)                                      # 16 or 64 images
     with torch.no_grad():
         total = model.log_prob(images).double().exp().sum()
     torch.testing.assert_close(total, torch.tensor(1.0, dtype=torch.float64), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("mixtures", [None, 3])
 @pytest.mark.parametrize("gated", [False, True])
-def test_log_prob_is_the_chain_rule_evaluated_one_value_at_a_time(gated):
+def test_log_prob_is_the_chain_rule_evaluated_one_value_at_a_time(gated, mixtures):
     # brute force: p(x_t | x_<t) read off the net with every value from t on replaced by noise
     shape = (3, 2, 2)
-    model, C, H, W = _model(shape, gated, bits=2), *shape
+    model, C, H, W = _model(shape, gated, bits=2, mixtures=mixtures), *shape
     x = torch.randint(0, 256, (5, *shape), dtype=torch.uint8)
     levels = model.preprocess(x)
     chain = torch.zeros(5, dtype=torch.float64)
@@ -81,10 +83,11 @@ def test_pixel_by_pixel_logits_equal_the_full_pass(gated, shape):
                                            atol=1e-5, rtol=1e-5)
 
 
-def test_samples_follow_the_model_distribution():
+@pytest.mark.parametrize("mixtures", [None, 2])
+def test_samples_follow_the_model_distribution(mixtures):
     # Monte Carlo: frequencies of 4,000 samples of a 16-image model match exp(log_prob)
     shape = (1, 2, 2)
-    model = _model(shape, gated=True)
+    model = _model(shape, gated=True, mixtures=mixtures)
     samples = model.sample(4000, generator=torch.Generator().manual_seed(1))
     assert samples.shape == (4000, 1, 2, 2) and samples.dtype == torch.int64
     codes = (samples.flatten(1) * torch.tensor([8, 4, 2, 1])).sum(1)

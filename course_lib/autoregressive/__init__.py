@@ -6,7 +6,8 @@
     model.sample(16); model.complete(x_uint8, n_given=14 * 28); model.log_prob(x_uint8)
 
 Modules: ``masks`` (types A/B, colour groups, vertical/horizontal kernels, ``MaskedConv2d``),
-``pixelcnn`` (``PixelCNN``, ``GatedPixelCNN``), ``model`` (``AutoregressiveImageModel``, ``build_pixelcnn``).
+``pixelcnn`` (``PixelCNN``, ``GatedPixelCNN``), ``model`` (``AutoregressiveImageModel``, ``build_pixelcnn``),
+``logistic`` (the discretized logistic mixture, PixelCNN++'s output: ``build_pixelcnn(..., mixtures=5)``).
 """
 from course_lib.autoregressive.masks import (
                                              MaskedConv2d,

@@ -4,9 +4,10 @@ The chain rule over pixels in raster order (channels R -> G -> B within a pixel)
 
     log p(x) = sum_{t=1}^{D} log p(x_t | x_<t),   D = C * H * W,
 
-each factor a K-way categorical (softmax of the net's logits). Training minimises the NLL, the
-cross-entropy of the logits with the pixel values themselves; all D conditionals of an image come
-out of one network pass, because the masks keep logit t blind to x_t, x_{t+1}, ...
+each factor a K-way categorical (softmax of the net's logits) or, with ``mixtures=M``, a
+discretized logistic mixture (``course_lib.autoregressive.logistic``, PixelCNN++). Training minimises
+the NLL, the cross-entropy of the conditionals with the pixel values themselves; all D conditionals
+of an image come out of one network pass, because the masks keep output t blind to x_t, x_{t+1}, ...
 
 Shapes and ranges:
 
@@ -31,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from course_lib.autoregressive.logistic import logistic_mixture_log_prob, logistic_mixture_table
 from course_lib.autoregressive.pixelcnn import GatedPixelCNN, PixelCNN, PixelCNNConfig
 from course_lib.contract import GenerativeModel
 from course_lib.evaluate.bpd import bits_per_dim
@@ -39,9 +41,10 @@ __all__ = ["AutoregressiveImageModel", "build_pixelcnn"]
 
 
 class AutoregressiveImageModel(GenerativeModel):
-    """A K-level categorical autoregressive model of images around a masked network ``net``.
+    """A K-level autoregressive model of images around a masked network ``net``.
 
-    ``net(x, y) -> logits [N, C, K, H, W]`` (``PixelCNN`` or ``GatedPixelCNN``); ``bits`` = log2 K.
+    ``net(x, y) -> outputs [N, C, P, H, W]`` (``PixelCNN`` or ``GatedPixelCNN``): P = K logits, or
+    3M mixture parameters when ``net.cfg.mixtures = M``; ``bits`` = log2 K.
     """
 
     def __init__(self, net: PixelCNN | GatedPixelCNN, image_shape: tuple[int, int, int], bits: int = 8,
@@ -88,14 +91,23 @@ class AutoregressiveImageModel(GenerativeModel):
             raise ValueError(f"labels must lie in 0..{top}{extra}, got {y.min().item()}..{y.max().item()}")
         return y
 
+    def level_logits(self, out: Tensor) -> Tensor:
+        """The net's outputs [..., P] -> logits [..., K] of the levels (log-probabilities for a mixture)."""
+        return out if self.net.cfg.mixtures is None else logistic_mixture_table(out, self.levels)
+
     def logits(self, levels: Tensor, y: Tensor | None = None) -> Tensor:
         """levels [N, C, H, W] -> logits [N, C, K, H, W] of p(x_t = k | x_<t) for every t at once."""
-        return self.net(self.net_input(levels), self.labels(y, levels.shape[0], levels.device))
+        out = self.net(self.net_input(levels), self.labels(y, levels.shape[0], levels.device))
+        return self.level_logits(out.movedim(2, -1)).movedim(-1, 2)
 
     def nll(self, levels: Tensor, y: Tensor | None = None) -> Tensor:
         """-log p(x) = -sum_t log p(x_t | x_<t) in nats: levels [N, C, H, W] -> [N]."""
-        logits = self.logits(levels, y).transpose(1, 2)                  # [N, K, C, H, W]: classes in dim 1
-        return F.cross_entropy(logits, levels, reduction="none").flatten(1).sum(1)
+        out = self.net(self.net_input(levels), self.labels(y, levels.shape[0], levels.device))
+        if self.net.cfg.mixtures is None:                                # out: logits [N, C, K, H, W]
+            nll = F.cross_entropy(out.transpose(1, 2), levels, reduction="none")  # classes in dim 1
+        else:                                                            # out: parameters [N, C, 3M, H, W]
+            nll = -logistic_mixture_log_prob(out, levels, self.levels)
+        return nll.flatten(1).sum(1)
 
     def loss(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
         """x = levels (preprocessed). "loss" = mean NLL in nats per dimension; also "bpd" = loss / ln 2.
@@ -122,7 +134,15 @@ class AutoregressiveImageModel(GenerativeModel):
     @torch.no_grad()
     def data_init(self, x: Tensor, y: Tensor | None = None) -> None:
         """Start the output bias at the log-frequency of each level in the first batch (add-one smoothed):
-        the untrained model then predicts the pixel marginal, not a uniform 8 bits/dim. ``fit`` calls it."""
+        the untrained model then predicts the pixel marginal, not a uniform 8 bits/dim. ``fit`` calls it.
+        A mixture starts with equal weights, means spread evenly over [-1, 1] and scales of their spacing."""
+        if self.net.cfg.mixtures is not None:
+            M = self.net.cfg.mixtures
+            spacing = 2.0 / M
+            start = torch.cat([torch.zeros(M), torch.linspace(-1 + spacing / 2, 1 - spacing / 2, M),
+                               torch.full((M,), math.log(spacing))])
+            self.net.head.out.bias.copy_(start.repeat(x.shape[1]))
+            return
         counts = torch.stack([torch.bincount(x[:, c].flatten(), minlength=self.levels) for c in range(x.shape[1])])
         log_freq = (counts.float() + 1.0).log() - (counts.float() + 1.0).sum(1, keepdim=True).log()  # [C, K]
         self.net.head.out.bias.copy_(log_freq.flatten())
@@ -163,7 +183,7 @@ class AutoregressiveImageModel(GenerativeModel):
             state = self.net.begin_row(inp[:, :, :i + 1], y)              # what does not depend on row i
             for j in range(max(0, n_given - i * W), W):
                 for c in range(C):                                        # R -> G -> B within the pixel
-                    logits = self.net.pixel_logits(state, inp[:, :, i:i + 1], j)[:, c]   # [N, K]
+                    logits = self.level_logits(self.net.pixel_logits(state, inp[:, :, i:i + 1], j)[:, c])  # [N, K]
                     probs = torch.softmax(logits / temperature, dim=-1)
                     levels[:, c, i, j] = torch.multinomial(probs, 1, generator=generator)[:, 0]
                     inp[:, c, i, j] = self.net_input(levels[:, c, i, j])
@@ -173,14 +193,16 @@ class AutoregressiveImageModel(GenerativeModel):
 
 def build_pixelcnn(image_shape: tuple[int, int, int], num_classes: int | None = None, *, gated: bool = True,
                    bits: int = 8, hidden: int = 64, layers: int = 6, first_kernel: int = 7, kernel: int = 3,
-                   dilations: tuple[int, ...] = (1,), label_dropout: float = 0.0) -> AutoregressiveImageModel:
+                   dilations: tuple[int, ...] = (1,), mixtures: int | None = None,
+                   label_dropout: float = 0.0) -> AutoregressiveImageModel:
     """Model-zoo builder (``python -m course_lib train --model pixelcnn``): a gated (default) or naive PixelCNN
-    with a 2**bits-way categorical per channel; options are ``PixelCNNConfig`` fields.
+    with a 2**bits-way categorical per channel, or with ``mixtures=M`` a discretized logistic mixture of
+    M components; options are ``PixelCNNConfig`` fields.
 
     ``label_dropout`` (class-conditional models): the share of training labels replaced by an extra
     "no label" class, so that one model gives p(x | y) and, with y=None, p(x)."""
     cfg = PixelCNNConfig(in_channels=image_shape[0], levels=2 ** bits, hidden=hidden, layers=layers,
-                         first_kernel=first_kernel, kernel=kernel, dilations=tuple(dilations),
+                         first_kernel=first_kernel, kernel=kernel, dilations=tuple(dilations), mixtures=mixtures,
                          num_classes=None if num_classes is None else num_classes + bool(label_dropout))
     net = GatedPixelCNN(cfg) if gated else PixelCNN(cfg)
     return AutoregressiveImageModel(net, image_shape, bits=bits, label_dropout=label_dropout)

@@ -1,7 +1,8 @@
 """The networks f_theta: image -> logits of every pixel's conditional (notebook 02, sections "PixelCNN" and "Gated").
 
 Both map the network input x [N, C, H, W] (pixel levels scaled to [-1, 1]) to logits
-[N, C, K, H, W] over K levels, where the logits at pixel t and channel c depend only on the pixels
+[N, C, K, H, W] over K levels (or, with ``mixtures=M``, the 3M parameters [N, C, 3M, H, W] of a
+discretized logistic mixture), where the outputs at pixel t and channel c depend only on the pixels
 before t in raster order and on the channels before c at pixel t (tests/test_autoregressive_causality.py).
 
 * ``PixelCNN`` (van den Oord et al. 2016, "Pixel Recurrent Neural Networks"): a type-A k x k masked
@@ -47,23 +48,30 @@ class PixelCNNConfig:
     kernel: int = 3                   # k of the later layers
     dilations: tuple[int, ...] = (1,)  # dilation of later layer l is dilations[l % len(dilations)]
     num_classes: int | None = None    # class-conditional if set: the label enters every layer as a bias
+    mixtures: int | None = None       # None: a K-way softmax per channel; M: a discretized logistic mixture
+
+    @property
+    def outputs(self) -> int:
+        """P, the head's numbers per channel: K logits, or 3M mixture parameters (``logistic``)."""
+        return self.levels if self.mixtures is None else 3 * self.mixtures
 
 
 class OutputHead(nn.Module):
-    """ELU -> 1x1 type-B -> ELU -> 1x1 type-B: features [N, F, H, W] -> logits [N, C, K, H, W].
+    """ELU -> 1x1 type-B -> ELU -> 1x1 type-B: features [N, F, H, W] -> outputs [N, C, P, H, W].
 
-    Output channel c * K + k holds the logit of level k of colour channel c (group c)."""
+    Output channel c * P + p holds number p of colour channel c (group c): the logit of level p
+    (P = K), or mixture parameter p (P = 3M, see ``course_lib.autoregressive.logistic``)."""
 
     def __init__(self, cfg: PixelCNNConfig):
         super().__init__()
-        C, K, Fh = cfg.in_channels, cfg.levels, cfg.hidden
-        self.C, self.K = C, K
+        C, P, Fh = cfg.in_channels, cfg.outputs, cfg.hidden
+        self.C, self.P = C, P
         self.hidden = MaskedConv2d(raster_mask(1, "B", Fh, Fh, C))
-        self.out = MaskedConv2d(raster_mask(1, "B", Fh, C * K, C))
+        self.out = MaskedConv2d(raster_mask(1, "B", Fh, C * P, C))
 
     def forward(self, h: Tensor) -> Tensor:
-        logits = self.out(F.elu(self.hidden(F.elu(h))))                # [N, C*K, H, W]
-        return logits.view(logits.shape[0], self.C, self.K, *logits.shape[2:])
+        out = self.out(F.elu(self.hidden(F.elu(h))))                   # [N, C*P, H, W]
+        return out.view(out.shape[0], self.C, self.P, *out.shape[2:])
 
 
 def _check(cfg: PixelCNNConfig) -> None:
@@ -72,6 +80,8 @@ def _check(cfg: PixelCNNConfig) -> None:
                          "(each colour channel gets an equal block of features)")
     if cfg.levels < 2:
         raise ValueError(f"levels must be at least 2, got {cfg.levels}")
+    if cfg.mixtures is not None and cfg.mixtures < 1:
+        raise ValueError(f"mixtures must be None (a K-way softmax) or at least 1 component, got {cfg.mixtures}")
 
 
 def _dilation(cfg: PixelCNNConfig, layer: int) -> int:
@@ -96,7 +106,7 @@ class PixelCNN(nn.Module):
         self.reach = cfg.first_kernel // 2 + sum(cfg.kernel // 2 * _dilation(cfg, l) for l in range(cfg.layers))
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """x [N, C, H, W] in [-1, 1] -> logits [N, C, K, H, W]."""
+        """x [N, C, H, W] in [-1, 1] -> outputs [N, C, P, H, W] (P = K logits or 3M mixture parameters)."""
         cond = _label_bias(self.cond, y, x, self.cfg.layers + 1)
         h = self.first(x) + cond[0]                                     # [N, F, H, W]
         for conv, c in zip(self.convs, cond[1:]):
@@ -109,7 +119,7 @@ class PixelCNN(nn.Module):
         return {"above": x[:, :, max(0, x.shape[2] - 1 - self.reach):-1], "y": y}
 
     def pixel_logits(self, state: dict, row: Tensor, j: int) -> Tensor:
-        """row [N, C, 1, W]: the current row (pixels < j filled) -> logits of pixel (i, j): [N, C, K]."""
+        """row [N, C, 1, W]: the current row (pixels < j filled) -> outputs of pixel (i, j): [N, C, P]."""
         x = torch.cat([state["above"], row], dim=2)                     # [N, C, <=reach+1, W]
         return self.forward(x, state["y"])[:, :, :, -1, j]
 
@@ -172,7 +182,7 @@ class GatedPixelCNN(nn.Module):
         return list(zip(biases[0::2], biases[1::2]))
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        """x [N, C, H, W] in [-1, 1] -> logits [N, C, K, H, W]."""
+        """x [N, C, H, W] in [-1, 1] -> outputs [N, C, P, H, W] (P = K logits or 3M mixture parameters)."""
         v = h = x
         for layer, (cond_v, cond_h) in zip(self.layers, self._conds(y, x)):
             v_pre, v_next = layer.vertical(v, cond_v)
@@ -192,7 +202,7 @@ class GatedPixelCNN(nn.Module):
         return {"v_pre": v_pres, "cond_h": [c for _, c in conds]}
 
     def pixel_logits(self, state: dict, row: Tensor, j: int) -> Tensor:
-        """row [N, C, 1, W] (pixels < j filled) -> logits of pixel (i, j) [N, C, K]: the horizontal stack
+        """row [N, C, 1, W] (pixels < j filled) -> outputs of pixel (i, j) [N, C, P]: the horizontal stack
         on columns j - reach_left .. j only."""
         cols = slice(max(0, j - self.reach_left), j + 1)
         h = row[..., cols]
