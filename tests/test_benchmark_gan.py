@@ -47,3 +47,19 @@ def test_gan_suite_refuses_a_malformed_override(monkeypatch):
     monkeypatch.setenv("GAN_SELF_CONDITION", "fifty")
     with pytest.raises(SystemExit, match="GAN_SELF_CONDITION='fifty' must be of type int, e.g. GAN_SELF_CONDITION=0"):
         suite_gan._env_number("GAN_SELF_CONDITION", "0", int)
+
+
+@pytest.mark.slow
+def test_gan_suite_trains_an_infogan_and_refuses_two_structures(tmp_path, mnist_train, monkeypatch):
+    """GAN_INFO=K trains the unconditional GAN as an InfoGAN; with GAN_SELF_CONDITION too it is refused."""
+    monkeypatch.setattr(suite_gan, "INFO_CODES", 10)
+    monkeypatch.setenv("GAN_ONLY", "unconditional")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = bench.main(["--suite", "gan", "--fast", "--steps", "2", "--device", "cpu", "--out-dir", str(tmp_path)])
+        record = json.loads(path.read_text())
+        assert "InfoGAN with a 10-way code" in record["unconditional"]["model"]
+        assert set(record["unconditional"]["variants"]) == {"live", "live_standing", "ema_standing"}
+        monkeypatch.setattr(suite_gan, "SELF_CONDITION", 5)
+        with pytest.raises(SystemExit, match="set one"):
+            bench.main(["--suite", "gan", "--fast", "--steps", "2", "--device", "cpu", "--out-dir", str(tmp_path)])
