@@ -48,3 +48,15 @@ def mnist_train():
             return load_dataset("mnist", "train")
     except Exception as err:  # noqa: BLE001
         pytest.skip(f"MNIST training digits unavailable here ({err})")
+
+
+@pytest.fixture
+def two_families():
+    """512 unlabelled-style 8x8 uint8 images: family 0 bright on top, family 1 bright below (random
+    brightness 0.8..1): (x [512, 1, 8, 8], family [512]). A toy with exactly two modes for GAN tests."""
+    g = torch.Generator().manual_seed(0)
+    family = torch.arange(512) % 2
+    x = torch.zeros(512, 1, 8, 8)
+    x[family == 0, :, :4] = 1.0
+    x[family == 1, :, 4:] = 1.0
+    return (x * 255 * (0.8 + 0.2 * torch.rand(512, 1, 1, 1, generator=g))).to(torch.uint8), family

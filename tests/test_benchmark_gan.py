@@ -27,15 +27,20 @@ def test_gan_suite_records_three_generators_on_the_same_floor(tmp_path, mnist_tr
     assert "label_accuracy" not in record["unconditional"]["samples"]
 
 
+def _two_steps(tmp_path) -> dict:
+    """The record of a fast gan-suite run of 2 steps written into tmp_path (the offline-MNIST warning muted)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = bench.main(["--suite", "gan", "--fast", "--steps", "2", "--device", "cpu", "--out-dir", str(tmp_path)])
+    return json.loads(path.read_text())
+
+
 @pytest.mark.slow
 def test_gan_suite_self_conditioned_alone(tmp_path, mnist_train, monkeypatch):
     """GAN_SELF_CONDITION=k trains the unconditional GAN on k pixel clusters; GAN_ONLY skips the other GAN."""
     monkeypatch.setattr(suite_gan, "SELF_CONDITION", 5)
     monkeypatch.setenv("GAN_ONLY", "unconditional")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        path = bench.main(["--suite", "gan", "--fast", "--steps", "2", "--device", "cpu", "--out-dir", str(tmp_path)])
-    record = json.loads(path.read_text())
+    record = _two_steps(tmp_path)
     assert "conditional" not in record and "self-conditioned on 5 k-means clusters" in record["unconditional"]["model"]
     assert "label_accuracy" not in record["unconditional"]["samples"]
     monkeypatch.setenv("GAN_ONLY", "both")
@@ -54,12 +59,9 @@ def test_gan_suite_trains_an_infogan_and_refuses_two_structures(tmp_path, mnist_
     """GAN_INFO=K trains the unconditional GAN as an InfoGAN; with GAN_SELF_CONDITION too it is refused."""
     monkeypatch.setattr(suite_gan, "INFO_CODES", 10)
     monkeypatch.setenv("GAN_ONLY", "unconditional")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        path = bench.main(["--suite", "gan", "--fast", "--steps", "2", "--device", "cpu", "--out-dir", str(tmp_path)])
-        record = json.loads(path.read_text())
-        assert "InfoGAN with a 10-way code" in record["unconditional"]["model"]
-        assert set(record["unconditional"]["variants"]) == {"live", "live_standing", "ema_standing"}
-        monkeypatch.setattr(suite_gan, "SELF_CONDITION", 5)
-        with pytest.raises(SystemExit, match="set one"):
-            bench.main(["--suite", "gan", "--fast", "--steps", "2", "--device", "cpu", "--out-dir", str(tmp_path)])
+    record = _two_steps(tmp_path)
+    assert "InfoGAN with a 10-way code" in record["unconditional"]["model"]
+    assert set(record["unconditional"]["variants"]) == {"live", "live_standing", "ema_standing"}
+    monkeypatch.setattr(suite_gan, "SELF_CONDITION", 5)
+    with pytest.raises(SystemExit, match="set one"):
+        _two_steps(tmp_path)

@@ -122,15 +122,10 @@ def test_standing_statistics_average_the_batch_statistics_of_fresh_samples():
     assert not conditional.standing_statistics(num_classes=3).G.training
 
 
-def test_conditional_dcgan_learns_to_separate_classes_in_a_short_run():
+def test_conditional_dcgan_learns_to_separate_classes_in_a_short_run(two_families):
     """Two 'classes' of 8x8 images (bright top half vs bright bottom half): after a short run, samples of
     class 0 are brighter on top than on the bottom and the reverse for class 1."""
-    g = torch.Generator().manual_seed(0)
-    y = torch.arange(512) % 2
-    x = torch.zeros(512, 1, 8, 8)
-    x[y == 0, :, :4] = 1.0
-    x[y == 1, :, 4:] = 1.0
-    x = (x * 255 * (0.8 + 0.2 * torch.rand(512, 1, 1, 1, generator=g))).to(torch.uint8)
+    x, y = two_families
     torch.manual_seed(0)
     gan = build_dcgan((1, 8, 8), num_classes=2, base=16, latent_dim=8)
     fit(gan, (x, y), steps=150, batch_size=64, lr=2e-3, grad_clip=None, device="cpu", progress=False)

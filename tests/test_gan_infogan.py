@@ -36,15 +36,10 @@ def test_bound_is_below_the_mutual_information_and_tight_at_the_posterior():
     assert mi < math.log(3)
 
 
-def test_infogan_code_finds_the_two_families_without_labels():
+def test_infogan_code_finds_the_two_families_without_labels(two_families):
     """Unlabelled 8x8 images, half bright on top, half bright below: after a short run each code draws
-    one family, the two codes different ones, and Q reads the family of real images."""
-    g = torch.Generator().manual_seed(0)
-    family = torch.arange(512) % 2
-    x = torch.zeros(512, 1, 8, 8)
-    x[family == 0, :, :4] = 1.0
-    x[family == 1, :, 4:] = 1.0
-    x = (x * 255 * (0.8 + 0.2 * torch.rand(512, 1, 1, 1, generator=g))).to(torch.uint8)
+    one family, the two codes different ones, and Q reads the family of real images (labels unused)."""
+    x, family = two_families
     torch.manual_seed(0)
     gan = build_infogan((1, 8, 8), codes=2, base=16, latent_dim=8)
     result = fit(gan, x, steps=200, batch_size=64, lr=2e-3, grad_clip=None, device="cpu", progress=False)
