@@ -22,6 +22,8 @@ with p > 0.7, classifier-FID, KID and precision/recall. The three generators (``
 pixels, sampled with clusters drawn by their shares; no label is used. ``GAN_ONLY=unconditional``
 (or ``conditional``) trains and scores one of the two GANs. ``GAN_INFO=K`` trains the unconditional GAN
 as an InfoGAN (``course_lib.gan.infogan``) with a K-way code drawn uniformly; no label is used.
+``GAN_AUGMENT=1`` trains both with DiffAugment (``course_lib.gan.augment``: translation and cutout
+of every image D sees, real and fake).
 
 The conditional GAN draws labels 0..9 equally often and also records how often the classifier agrees
 with the requested label.
@@ -47,6 +49,7 @@ def _env_number(name: str, default: str, cast):
 EMA_DECAY = _env_number("GAN_EMA_DECAY", "0.999", float)  # an average of G's weights over ~1 / (1 - decay) steps
 SELF_CONDITION = _env_number("GAN_SELF_CONDITION", "0", int)  # k > 0: the "unconditional" GAN on k pixel clusters
 INFO_CODES = _env_number("GAN_INFO", "0", int)  # K > 0: the unconditional GAN as an InfoGAN with a K-way code
+AUGMENT = _env_number("GAN_AUGMENT", "0", int)  # 1: DiffAugment (translation, cutout) for every image D sees
 HEADLINE = "live"  # which generator the targets are read on; all three are recorded under "variants"
 
 
@@ -59,6 +62,7 @@ def _budget(args) -> dict:
 
 def _train(args, b: dict, train, conditional: bool):
     from course_lib.gan import build_dcgan, build_infogan
+    from course_lib.gan.augment import diff_augment
     from course_lib.gan.self_conditioned import cluster_prior, kmeans
     from course_lib.train import fit, linear_decay
 
@@ -69,10 +73,11 @@ def _train(args, b: dict, train, conditional: bool):
         num_classes, data, prior = SELF_CONDITION, (train.x, clusters), cluster_prior(clusters, SELF_CONDITION)
     if SELF_CONDITION and INFO_CODES:
         raise SystemExit("GAN_SELF_CONDITION and GAN_INFO are two ways to structure the unconditional GAN; set one")
+    augment = diff_augment if AUGMENT else None
     if not conditional and INFO_CODES:
-        model = build_infogan(tuple(train.x.shape[1:]), codes=INFO_CODES, base=b["base"])
+        model = build_infogan(tuple(train.x.shape[1:]), codes=INFO_CODES, base=b["base"], augment=augment)
     else:
-        model = build_dcgan(tuple(train.x.shape[1:]), num_classes=num_classes, base=b["base"])
+        model = build_dcgan(tuple(train.x.shape[1:]), num_classes=num_classes, base=b["base"], augment=augment)
     schedule = linear_decay(seconds=b["seconds"]) if b["seconds"] else linear_decay(steps=b["steps"])
     result = fit(model, data, steps=b["steps"], batch_size=64, lr=LR,
                  grad_clip=None, ema_decay=EMA_DECAY, log_every=50, callbacks=[schedule], device=args.device,
@@ -141,6 +146,7 @@ def run(args) -> dict:
                      f"{'' if conditional or not SELF_CONDITION else f'self-conditioned on {SELF_CONDITION} k-means clusters of the pixels '}"
                      f"{'' if conditional or not INFO_CODES else f'as an InfoGAN with a {INFO_CODES}-way code '}"
                      f"({sum(p.numel() for p in model.parameters()):,} parameters), non-saturating loss, k = 1, "
+                     f"{'DiffAugment (translation, cutout), ' if AUGMENT else ''}"
                      f"Adam(betas 0.5, 0.999), batch 64; samples from the {HEADLINE!r} generator",
             "steps": result.step, "steps_per_s": result.steps_per_s, "train_wall_time_s": result.wall_time,
             "n_samples": b["n_samples"], "samples": s, "fid_over_floor": s["fid"] / max(floor["fid"], 1e-12),

@@ -66,13 +66,13 @@ class InfoGAN(GAN):
         n, device = len(x), x.device
         c = self._codes(n, device)
         fake = self.G(torch.randn(n, self.latent_dim, device=device), c).detach()
-        h_fake = self.D.features(fake)
+        h_fake = self.D.features(self.seen(fake))
         info = F.cross_entropy(self.Q(h_fake), c)                           # L_I, for Q
-        d_loss = discriminator_loss(self.D.out(self.D.features(x)), self.D.out(h_fake))
+        d_loss = discriminator_loss(self.D.out(self.D.features(self.seen(x))), self.D.out(h_fake))
         terms = {"d_loss": d_loss, "info_loss": info, "d_grad_norm": update(d_loss + self.info_weight * info, "D")}
         if step % self.k == 0:
             c = self._codes(n, device)
-            h = self.D.features(self.G(torch.randn(n, self.latent_dim, device=device), c))
+            h = self.D.features(self.seen(self.G(torch.randn(n, self.latent_dim, device=device), c)))
             q_logits = self.Q(h)
             g_loss = self.generator_loss(self.D.out(h))
             g_info = F.cross_entropy(q_logits, c)                           # L_I, for G

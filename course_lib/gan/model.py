@@ -15,6 +15,8 @@ map of logits per patch for a PatchGAN; ``y`` is None for an unconditional GAN).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -51,10 +53,13 @@ class GAN(GenerativeModel):
         generator_loss: "non_saturating" (-log D(G(z)), the default) or "saturating" (log(1 - D(G(z)))).
         betas: Adam's (beta1, beta2) for both players; DCGAN's (0.5, 0.999) by default
             (Radford et al. 2016 found beta1 = 0.9 unstable).
+        augment: a differentiable random transformation T applied to every image D sees in training,
+            real and fake, in both steps (DiffAugment, ``course_lib.gan.augment``); None: none.
     """
 
     def __init__(self, G: nn.Module, D: nn.Module, latent_dim: int, *, k: int = 1,
-                 generator_loss: str = "non_saturating", betas: tuple[float, float] = (0.5, 0.999)):
+                 generator_loss: str = "non_saturating", betas: tuple[float, float] = (0.5, 0.999),
+                 augment: Callable[[Tensor], Tensor] | None = None):
         super().__init__()
         if generator_loss not in GENERATOR_LOSSES:
             raise ValueError(f"generator_loss must be one of {sorted(GENERATOR_LOSSES)}, got {generator_loss!r}")
@@ -62,6 +67,11 @@ class GAN(GenerativeModel):
             raise ValueError(f"k (discriminator steps per generator step) must be >= 1, got {k}")
         self.G, self.D, self.latent_dim, self.k, self.betas = G, D, latent_dim, k, tuple(betas)
         self.generator_loss = GENERATOR_LOSSES[generator_loss]
+        self.augment = augment
+
+    def seen(self, x: Tensor) -> Tensor:
+        """What D is shown of images x in a training step: T(x) with ``augment``, else x."""
+        return x if self.augment is None else self.augment(x)
 
     def configure_optimizers(self, lr: float) -> dict[str, torch.optim.Optimizer]:
         return {"D": torch.optim.Adam(self.D.parameters(), lr=lr, betas=self.betas),
@@ -71,11 +81,11 @@ class GAN(GenerativeModel):
         """One discriminator step on the batch (x, y); on every k-th step also one generator step."""
         z = torch.randn(len(x), self.latent_dim, device=x.device)
         fake = self.G(z, y).detach()  # no gradient into G during D's step
-        d_loss = discriminator_loss(self.D(x, y), self.D(fake, y))
+        d_loss = discriminator_loss(self.D(self.seen(x), y), self.D(self.seen(fake), y))
         terms = {"d_loss": d_loss, "d_grad_norm": update(d_loss, "D")}
         if step % self.k == 0:
             z = torch.randn(len(x), self.latent_dim, device=x.device)  # a fresh minibatch of noise
-            g_loss = self.generator_loss(self.D(self.G(z, y), y))  # D's gradients from this are zeroed before D's next step
+            g_loss = self.generator_loss(self.D(self.seen(self.G(z, y)), y))  # D's gradients from this are zeroed before D's next step
             terms.update(g_loss=g_loss, g_grad_norm=update(g_loss, "G"))
         return terms
 
