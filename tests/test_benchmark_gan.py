@@ -65,3 +65,10 @@ def test_gan_suite_trains_an_infogan_and_refuses_two_structures(tmp_path, mnist_
     monkeypatch.setattr(suite_gan, "SELF_CONDITION", 5)
     with pytest.raises(SystemExit, match="set one"):
         _two_steps(tmp_path)
+
+
+@pytest.mark.slow
+def test_gan_suite_trains_both_gans_with_diffaugment(tmp_path, mnist_train, monkeypatch):
+    monkeypatch.setattr(suite_gan, "AUGMENT", 1)
+    record = _two_steps(tmp_path)
+    assert all("DiffAugment (translation, cutout)" in record[name]["model"] for name in ("unconditional", "conditional"))
