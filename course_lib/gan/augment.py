@@ -12,6 +12,12 @@ and because T is differentiable, G's gradient passes through it. Two transformat
 
 * ``translate``: shift by whole pixels, up to ``max_shift`` of the size each way, background filling in;
 * ``cutout``: erase one square of side ``size`` x the image size (set it to the background).
+
+Measured here (``GAN_AUGMENT=1 GAN_SELF_CONDITION=50 python -m benchmarks.run --suite gan --steps 2000
+--threads 1``, record gan_mnist_cpu_full_20261202T110156): at this short budget it does not help.
+The conditional DCGAN fell from 87% confident samples at 2.1x the real classifier-FID floor to 77% at
+5.5x, and the self-conditioned one stayed at 71%. In 2,000 steps D has not yet memorised the 5,000
+digits; DiffAugment pays off in longer runs, where it does.
 """
 from __future__ import annotations
 

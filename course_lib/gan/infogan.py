@@ -17,6 +17,11 @@ to take the role of the digit's class: G's outputs then split into K separate fa
 conditional GAN's do with labels, but no label is used. ``sample(n)`` draws c from its prior;
 ``sample(n, y=c)`` draws from chosen codes.
 
+Measured here (``GAN_INFO=10 GAN_ONLY=unconditional python -m benchmarks.run --suite gan --steps 2000
+--threads 1``, record gan_mnist_cpu_full_20261202T103418): 62% of the samples are classified with
+p > 0.7, at 10.6x the real classifier-FID floor. The plain DCGAN scores 41% at 11.9x, and the
+self-conditioned GAN on 50 pixel clusters 70% at 6.9x.
+
 Networks: G is a conditional generator (``G(z, c)``, e.g. ``DCGANGenerator(num_classes=K)``); D
 must split into ``D.features(x) -> h [N, F]`` and ``D.out(h) -> logits`` (``DCGANDiscriminator``).
 """
