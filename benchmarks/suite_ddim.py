@@ -12,7 +12,9 @@
 At 128 samples the classifier-FID has a floor of 0.345 (128 real digits against the rest) and a
 noise of the same order as the gaps between good samplers: after 20,000 steps (record 20261202T051453)
 DDPM-1000 scores 0.306, below the floor, and DDIM-50 0.364, a ratio of 1.19 that this sample size
-cannot tell from 1.0. Resolving the 10% target needs about 1,000 samples per sampler. That record
+cannot tell from 1.0. At 1,000 samples per sampler (record 20261202T112915, the same 20,000 steps;
+floor 0.076) it can: DDPM-1000 0.084, DDIM-50 (eta = 0) 0.126, a ratio of 1.51 (target 1.1: unmet);
+50 steps with eta = 1 score 0.089 (1.06). That 128-sample record
 also scored a slower EMA (0.999) and quadratic time spacing: neither helped DDIM-50 (ratios 1.25
 and 1.23), so the slow EMA is now opt-in.
 
