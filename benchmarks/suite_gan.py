@@ -23,7 +23,8 @@ pixels, sampled with clusters drawn by their shares; no label is used. ``GAN_ONL
 (or ``conditional``) trains and scores one of the two GANs. ``GAN_INFO=K`` trains the unconditional GAN
 as an InfoGAN (``course_lib.gan.infogan``) with a K-way code drawn uniformly; no label is used.
 ``GAN_AUGMENT=1`` trains both with DiffAugment (``course_lib.gan.augment``: translation and cutout
-of every image D sees, real and fake).
+of every image D sees, real and fake). ``GAN_HINGE=1`` uses the hinge losses for both players and
+``GAN_SN=1`` spectral normalisation in D (without its batch norm), SNGAN's recipe (Miyato et al. 2018).
 
 The conditional GAN draws labels 0..9 equally often and also records how often the classifier agrees
 with the requested label.
@@ -50,6 +51,8 @@ EMA_DECAY = _env_number("GAN_EMA_DECAY", "0.999", float)  # an average of G's we
 SELF_CONDITION = _env_number("GAN_SELF_CONDITION", "0", int)  # k > 0: the "unconditional" GAN on k pixel clusters
 INFO_CODES = _env_number("GAN_INFO", "0", int)  # K > 0: the unconditional GAN as an InfoGAN with a K-way code
 AUGMENT = _env_number("GAN_AUGMENT", "0", int)  # 1: DiffAugment (translation, cutout) for every image D sees
+HINGE = _env_number("GAN_HINGE", "0", int)  # 1: hinge losses for D and G instead of minimax / non-saturating
+SPECTRAL_NORM = _env_number("GAN_SN", "0", int)  # 1: spectral normalisation in D (DCGAN only)
 HEADLINE = "live"  # which generator the targets are read on; all three are recorded under "variants"
 
 
@@ -73,11 +76,15 @@ def _train(args, b: dict, train, conditional: bool):
         num_classes, data, prior = SELF_CONDITION, (train.x, clusters), cluster_prior(clusters, SELF_CONDITION)
     if SELF_CONDITION and INFO_CODES:
         raise SystemExit("GAN_SELF_CONDITION and GAN_INFO are two ways to structure the unconditional GAN; set one")
-    augment = diff_augment if AUGMENT else None
+    if SPECTRAL_NORM and INFO_CODES:
+        raise SystemExit("GAN_SN applies to the DCGAN's discriminator, not the InfoGAN's; unset GAN_SN or GAN_INFO")
+    options = dict(base=b["base"], augment=diff_augment if AUGMENT else None,
+                   **(dict(discriminator_loss="hinge", generator_loss="hinge") if HINGE else {}))
     if not conditional and INFO_CODES:
-        model = build_infogan(tuple(train.x.shape[1:]), codes=INFO_CODES, base=b["base"], augment=augment)
+        model = build_infogan(tuple(train.x.shape[1:]), codes=INFO_CODES, **options)
     else:
-        model = build_dcgan(tuple(train.x.shape[1:]), num_classes=num_classes, base=b["base"], augment=augment)
+        model = build_dcgan(tuple(train.x.shape[1:]), num_classes=num_classes, spectral_norm=bool(SPECTRAL_NORM),
+                            **options)
     schedule = linear_decay(seconds=b["seconds"]) if b["seconds"] else linear_decay(steps=b["steps"])
     result = fit(model, data, steps=b["steps"], batch_size=64, lr=LR,
                  grad_clip=None, ema_decay=EMA_DECAY, log_every=50, callbacks=[schedule], device=args.device,
@@ -145,7 +152,9 @@ def run(args) -> dict:
             "model": f"{'conditional ' if conditional else ''}DCGAN base {b['base']} "
                      f"{'' if conditional or not SELF_CONDITION else f'self-conditioned on {SELF_CONDITION} k-means clusters of the pixels '}"
                      f"{'' if conditional or not INFO_CODES else f'as an InfoGAN with a {INFO_CODES}-way code '}"
-                     f"({sum(p.numel() for p in model.parameters()):,} parameters), non-saturating loss, k = 1, "
+                     f"({sum(p.numel() for p in model.parameters()):,} parameters), "
+                     f"{'hinge losses' if HINGE else 'non-saturating loss'}, "
+                     f"{'spectral norm in D, ' if SPECTRAL_NORM else ''}k = 1, "
                      f"{'DiffAugment (translation, cutout), ' if AUGMENT else ''}"
                      f"Adam(betas 0.5, 0.999), batch 64; samples from the {HEADLINE!r} generator",
             "steps": result.step, "steps_per_s": result.steps_per_s, "train_wall_time_s": result.wall_time,

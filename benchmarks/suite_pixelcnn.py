@@ -6,6 +6,7 @@
     python -m benchmarks.run --suite pixelcnn --steps 3322    # a fixed number of steps (comparisons on a busy machine)
     PIXELCNN_HIDDEN=48 PIXELCNN_LAYERS=6 PIXELCNN_DILATIONS=1,2 PIXELCNN_LR=4e-3 python -m benchmarks.run --suite pixelcnn
     PIXELCNN_MIXTURES=5 ...   # PixelCNN++'s discretized logistic mixture of 5 components instead of a 256-way softmax
+    PIXELCNN_EMA=0.995,0.999 ...  # also score EMAs of the weights (Polyak averaging, as PixelCNN++ evaluates)
 
 The mixture did worse here. With the notebook's net (hidden 48, 5 layers dilated 1, 2, 4, 8, 1) and
 3,750 steps, it scored 1.121 bits/dim (record 20261202T103108), where the 256-way softmax scored
@@ -47,6 +48,7 @@ def _budget(args) -> dict:
             b[option] = cast(os.environ[key])
     if "PIXELCNN_DILATIONS" in os.environ:  # e.g. "1,2,4,1": layer l's dilation is dilations[l % len]
         b["dilations"] = env_ints("PIXELCNN_DILATIONS")
+    b["ema"] = tuple(float(v) for v in os.environ.get("PIXELCNN_EMA", "").split(",") if v)
     if args.steps:  # a fixed number of steps (the lr falls over them): results that do not depend on the load
         b["train_seconds"] = None
     return b
@@ -56,7 +58,7 @@ def run(args) -> dict:
     from course_lib.autoregressive import build_pixelcnn
     from course_lib.data import load_train_test
     from benchmarks.run import load_recorder
-    from course_lib.train import fit, linear_decay
+    from course_lib.train import EMA, fit, linear_decay
 
     device, b = args.device, _budget(args)
     train, test = load_train_test(args.dataset, holdout=1000)
@@ -68,13 +70,21 @@ def run(args) -> dict:
     seconds, steps = b["train_seconds"], args.steps or 10**9
     loads, t0 = load_recorder(), time.perf_counter()
     schedule = linear_decay(seconds=seconds, final=0.1) if seconds else linear_decay(steps=steps, final=0.1)
+    emas = {}  # decay -> EMA of the weights, updated after every step
+
+    def average(result):
+        for decay in b["ema"]:
+            emas.setdefault(decay, EMA(model, decay)).update()
+
     result = fit(model, train.x, steps=steps, batch_size=b["batch_size"], lr=b["lr"], device=device,
-                 callbacks=[schedule, loads], log_every=50, progress=False, seed=args.seed)
+                 callbacks=[schedule, loads, average], log_every=50, progress=False, seed=args.seed)
     train_seconds = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     bpd = model.bits_per_dim(x_test, batch_size=250).double()
     eval_seconds = time.perf_counter() - t0
+    bpd_by_ema = {f"{decay:g}": ema.module.bits_per_dim(x_test, batch_size=250).double().mean().item()
+                  for decay, ema in emas.items()}
 
     calls = []
     original = model.net.pixel_logits
@@ -111,7 +121,7 @@ def run(args) -> dict:
         "final_train_bpd": sum(result.history["bpd"][-4:]) / len(result.history["bpd"][-4:]),
         "bpd": bpd.mean().item(), "bpd_se": (bpd.std() / math.sqrt(len(bpd))).item() if len(bpd) > 1 else None,
         "bpd_note": "exact NLL of the 8-bit test images under the raw (not EMA) weights, nll_of='discrete'",
-        "eval_seconds": eval_seconds,
+        "eval_seconds": eval_seconds, "bpd_by_ema": bpd_by_ema,
         "sampling": {"n_samples": b["n_samples"], "seconds": sample_seconds,
                      "seconds_per_sample": sample_seconds / b["n_samples"],
                      "network_evaluations": len(calls), "sequential_draws": len(calls),

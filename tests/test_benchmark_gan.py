@@ -72,3 +72,16 @@ def test_gan_suite_trains_both_gans_with_diffaugment(tmp_path, mnist_train, monk
     monkeypatch.setattr(suite_gan, "AUGMENT", 1)
     record = _two_steps(tmp_path)
     assert all("DiffAugment (translation, cutout)" in record[name]["model"] for name in ("unconditional", "conditional"))
+
+
+@pytest.mark.slow
+def test_gan_suite_trains_sngan_with_hinge_losses_and_refuses_it_for_infogan(tmp_path, mnist_train, monkeypatch):
+    monkeypatch.setattr(suite_gan, "HINGE", 1)
+    monkeypatch.setattr(suite_gan, "SPECTRAL_NORM", 1)
+    monkeypatch.setenv("GAN_ONLY", "conditional")
+    record = _two_steps(tmp_path)
+    assert "hinge losses, spectral norm in D" in record["conditional"]["model"]
+    monkeypatch.setattr(suite_gan, "INFO_CODES", 10)
+    monkeypatch.setenv("GAN_ONLY", "unconditional")
+    with pytest.raises(SystemExit, match="unset GAN_SN or GAN_INFO"):
+        _two_steps(tmp_path)

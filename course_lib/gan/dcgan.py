@@ -8,6 +8,11 @@ Conditioning on a class y (the conditional GAN of Mirza & Osindero 2014, D(x | y
 the lecture): G gets a learned embedding of y concatenated to z; D gets y as one-hot planes
 stacked onto the image's channels. (A projection discriminator, Miyato & Koyama 2018, needs
 spectral normalisation to stay stable; without it its logits reached |l| > 20 within 50 steps.)
+
+``spectral_norm=True`` gives D spectral normalisation (Miyato et al. 2018): every weight W is used
+as W / sigma(W), sigma its largest singular value (estimated by one power iteration per step), and D
+drops batch normalisation, as in SNGAN; it usually goes with the hinge losses (``GAN(...,
+discriminator_loss="hinge", generator_loss="hinge")``).
 """
 from __future__ import annotations
 
@@ -73,18 +78,26 @@ class DCGANDiscriminator(nn.Module):
     """(images [N, C, H, H], y [N] or None) -> logits [N].
 
     Two 4x4 convolutions of stride 2, (C, 4s) -> (base, 2s) -> (2 base, s), a 3x3 convolution to
-    4 base channels, and a linear layer to one logit."""
+    4 base channels, and a linear layer to one logit. ``spectral_norm``: every layer spectrally
+    normalised and no batch normalisation (see the module docstring)."""
 
-    def __init__(self, image_shape: tuple[int, int, int], base: int = 32, num_classes: int | None = None):
+    def __init__(self, image_shape: tuple[int, int, int], base: int = 32, num_classes: int | None = None,
+                 spectral_norm: bool = False):
         super().__init__()
         channels, s = _check_shape(image_shape)
         self.num_classes = num_classes
+        wrap = nn.utils.parametrizations.spectral_norm if spectral_norm else (lambda layer: layer)
+
+        def block(c_in: int, c_out: int, kernel: int, stride: int, norm: bool = True) -> list:
+            conv = wrap(nn.Conv2d(c_in, c_out, kernel, stride, 1, bias=spectral_norm or not norm))
+            return [conv, *([nn.BatchNorm2d(c_out)] if norm and not spectral_norm else []), nn.LeakyReLU(0.2)]
+
         self.features = nn.Sequential(
-            nn.Conv2d(channels + (num_classes or 0), base, 4, 2, 1), nn.LeakyReLU(0.2),  # (N, base, 2s, 2s)
-            *_conv_bn(base, 2 * base, nn.LeakyReLU(0.2), stride=2),                     # (N, 2 base, s, s)
-            *_conv_bn(2 * base, 4 * base, nn.LeakyReLU(0.2)),                           # (N, 4 base, s, s)
+            *block(channels + (num_classes or 0), base, 4, 2, norm=False),  # (N, base, 2s, 2s)
+            *block(base, 2 * base, 4, 2),                                    # (N, 2 base, s, s)
+            *block(2 * base, 4 * base, 3, 1),                                # (N, 4 base, s, s)
             nn.Flatten())
-        self.out = nn.Linear(4 * base * s * s, 1)
+        self.out = wrap(nn.Linear(4 * base * s * s, 1))
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         if self.num_classes:
@@ -96,11 +109,11 @@ class DCGANDiscriminator(nn.Module):
 
 
 def build_dcgan(image_shape: tuple[int, int, int], num_classes: int | None = None, *, latent_dim: int = 64,
-                base: int = 32, **options) -> GAN:
+                base: int = 32, spectral_norm: bool = False, **options) -> GAN:
     """Model-zoo builder (``--model dcgan``; ``--conditional`` gives the conditional GAN).
 
-    ``options`` go to ``GAN`` (k, generator_loss, betas).
+    ``spectral_norm`` goes to D; ``options`` go to ``GAN`` (k, generator_loss, discriminator_loss, betas).
     """
     G = DCGANGenerator(image_shape, latent_dim, base, num_classes)
-    D = DCGANDiscriminator(image_shape, base, num_classes)
+    D = DCGANDiscriminator(image_shape, base, num_classes, spectral_norm)
     return GAN(G, D, latent_dim, **options)

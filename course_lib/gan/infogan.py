@@ -31,7 +31,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from course_lib.gan.losses import discriminator_loss
 from course_lib.gan.model import GAN, truncated_normal
 
 __all__ = ["InfoGAN", "build_infogan", "mutual_information_bound"]
@@ -73,7 +72,7 @@ class InfoGAN(GAN):
         fake = self.G(torch.randn(n, self.latent_dim, device=device), c).detach()
         h_fake = self.D.features(self.seen(fake))
         info = F.cross_entropy(self.Q(h_fake), c)                           # L_I, for Q
-        d_loss = discriminator_loss(self.D.out(self.D.features(self.seen(x))), self.D.out(h_fake))
+        d_loss = self.discriminator_loss(self.D.out(self.D.features(self.seen(x))), self.D.out(h_fake))
         terms = {"d_loss": d_loss, "info_loss": info, "d_grad_norm": update(d_loss + self.info_weight * info, "D")}
         if step % self.k == 0:
             c = self._codes(n, device)

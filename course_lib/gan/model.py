@@ -21,11 +21,14 @@ import torch
 from torch import Tensor, nn
 
 from course_lib.contract import GenerativeModel
-from course_lib.gan.losses import discriminator_loss, generator_loss_non_saturating, generator_loss_saturating
+from course_lib.gan.losses import (discriminator_loss, discriminator_loss_hinge, generator_loss_hinge,
+                                   generator_loss_non_saturating, generator_loss_saturating)
 
-__all__ = ["GAN", "GENERATOR_LOSSES", "truncated_normal"]
+__all__ = ["GAN", "GENERATOR_LOSSES", "DISCRIMINATOR_LOSSES", "truncated_normal"]
 
-GENERATOR_LOSSES = {"non_saturating": generator_loss_non_saturating, "saturating": generator_loss_saturating}
+GENERATOR_LOSSES = {"non_saturating": generator_loss_non_saturating, "saturating": generator_loss_saturating,
+                    "hinge": generator_loss_hinge}
+DISCRIMINATOR_LOSSES = {"minimax": discriminator_loss, "hinge": discriminator_loss_hinge}
 
 
 def truncated_normal(shape: tuple[int, ...], truncation: float | None, device=None) -> Tensor:
@@ -50,7 +53,9 @@ class GAN(GenerativeModel):
         D: module called as ``D(x, y)``, returning logits ([N], [N, 1] or a patch map [N, 1, h, w]).
         latent_dim: dimension of z.
         k: discriminator steps per generator step (Algorithm 1's k).
-        generator_loss: "non_saturating" (-log D(G(z)), the default) or "saturating" (log(1 - D(G(z)))).
+        generator_loss: "non_saturating" (-log D(G(z)), the default), "saturating" (log(1 - D(G(z))))
+            or "hinge" (-l(G(z)), to go with the hinge discriminator loss).
+        discriminator_loss: "minimax" (-V, the default) or "hinge" (E relu(1 - l_real) + E relu(1 + l_fake)).
         betas: Adam's (beta1, beta2) for both players; DCGAN's (0.5, 0.999) by default
             (Radford et al. 2016 found beta1 = 0.9 unstable).
         augment: a differentiable random transformation T applied to every image D sees in training,
@@ -58,15 +63,19 @@ class GAN(GenerativeModel):
     """
 
     def __init__(self, G: nn.Module, D: nn.Module, latent_dim: int, *, k: int = 1,
-                 generator_loss: str = "non_saturating", betas: tuple[float, float] = (0.5, 0.999),
-                 augment: Callable[[Tensor], Tensor] | None = None):
+                 generator_loss: str = "non_saturating", discriminator_loss: str = "minimax",
+                 betas: tuple[float, float] = (0.5, 0.999), augment: Callable[[Tensor], Tensor] | None = None):
         super().__init__()
         if generator_loss not in GENERATOR_LOSSES:
             raise ValueError(f"generator_loss must be one of {sorted(GENERATOR_LOSSES)}, got {generator_loss!r}")
+        if discriminator_loss not in DISCRIMINATOR_LOSSES:
+            raise ValueError(f"discriminator_loss must be one of {sorted(DISCRIMINATOR_LOSSES)}, "
+                             f"got {discriminator_loss!r}")
         if k < 1:
             raise ValueError(f"k (discriminator steps per generator step) must be >= 1, got {k}")
         self.G, self.D, self.latent_dim, self.k, self.betas = G, D, latent_dim, k, tuple(betas)
         self.generator_loss = GENERATOR_LOSSES[generator_loss]
+        self.discriminator_loss = DISCRIMINATOR_LOSSES[discriminator_loss]
         self.augment = augment
 
     def seen(self, x: Tensor) -> Tensor:
@@ -81,7 +90,7 @@ class GAN(GenerativeModel):
         """One discriminator step on the batch (x, y); on every k-th step also one generator step."""
         z = torch.randn(len(x), self.latent_dim, device=x.device)
         fake = self.G(z, y).detach()  # no gradient into G during D's step
-        d_loss = discriminator_loss(self.D(self.seen(x), y), self.D(self.seen(fake), y))
+        d_loss = self.discriminator_loss(self.D(self.seen(x), y), self.D(self.seen(fake), y))
         terms = {"d_loss": d_loss, "d_grad_norm": update(d_loss, "D")}
         if step % self.k == 0:
             z = torch.randn(len(x), self.latent_dim, device=x.device)  # a fresh minibatch of noise
