@@ -10,7 +10,9 @@
 
 The mixture did worse here. With the notebook's net (hidden 48, 5 layers dilated 1, 2, 4, 8, 1) and
 3,750 steps, it scored 1.121 bits/dim (record 20261202T103108), where the 256-way softmax scored
-1.075 (record 20261202T074943_2).
+1.075 (record 20261202T074943_2). An EMA of the weights did not help either: hidden 32, dilations
+1, 2, 4, 1, 3,004 steps (record 20261202T141432) scored 1.098 raw, 1.096 with decay 0.995 and 1.109 with
+0.999; the learning rate falling to a tenth already averages the last steps.
 
 The budget is seconds, not steps, because the target is "bits/dim after 300 s of training on 2
 cores" (issue 17). Recorded:
