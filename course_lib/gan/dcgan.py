@@ -31,12 +31,12 @@ def _check_shape(image_shape: tuple[int, ...]) -> tuple[int, int]:
     return image_shape[0], image_shape[1] // 4
 
 
-def _conv_bn(c_in: int, c_out: int, activation: nn.Module, stride: int = 1, transposed: bool = False) -> list:
-    """[convolution, batch norm, activation]: 3x3 (stride 1), 4x4 stride 2, or a 4x4 transposed one of stride 2."""
+def _conv_bn(c_in: int, c_out: int, activation: nn.Module, transposed: bool = False) -> list:
+    """[convolution, batch norm, activation]: a 3x3 convolution, or a 4x4 transposed one of stride 2."""
     if transposed:
         conv = nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False)
     else:
-        conv = nn.Conv2d(c_in, c_out, 4 if stride == 2 else 3, stride, 1, bias=False)
+        conv = nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False)
     return [conv, nn.BatchNorm2d(c_out), activation]
 
 
