@@ -122,12 +122,14 @@ def test_standing_statistics_average_the_batch_statistics_of_fresh_samples():
     assert not conditional.standing_statistics(num_classes=3).G.training
 
 
-def test_conditional_dcgan_learns_to_separate_classes_in_a_short_run(two_families):
+@pytest.mark.parametrize("options", [{}, dict(spectral_norm=True, discriminator_loss="hinge", generator_loss="hinge")],
+                         ids=["dcgan", "sngan_hinge"])
+def test_conditional_dcgan_learns_to_separate_classes_in_a_short_run(two_families, options):
     """Two 'classes' of 8x8 images (bright top half vs bright bottom half): after a short run, samples of
-    class 0 are brighter on top than on the bottom and the reverse for class 1."""
+    class 0 are brighter on top than on the bottom and the reverse for class 1 (also with SNGAN's recipe)."""
     x, y = two_families
     torch.manual_seed(0)
-    gan = build_dcgan((1, 8, 8), num_classes=2, base=16, latent_dim=8)
+    gan = build_dcgan((1, 8, 8), num_classes=2, base=16, latent_dim=8, **options)
     fit(gan, (x, y), steps=150, batch_size=64, lr=2e-3, grad_clip=None, device="cpu", progress=False)
     gan.eval()
     samples = gan.sample(200, torch.arange(200) % 2)
