@@ -10,7 +10,7 @@ All functions take logits of shape [N] or [N, 1] and return a scalar.
 
 The hinge losses (Lim & Ye 2017; used with spectral normalisation by Miyato et al. 2018 and by
 BigGAN) are not a rewriting of V: D minimises a margin loss, and its pointwise optimum is
-l*(x) = sign(p_data(x) - p_g(x)) (tested), a clipped version of the minimax D*'s log-ratio.
+l*(x) = sign(p_data(x) - p_g(x)) (tested): only the sign of the minimax D*'s logit log(p_data / p_g).
 """
 from __future__ import annotations
 
