@@ -35,6 +35,17 @@ import time
 import torch
 
 
+def _decays(text: str) -> tuple[float, ...]:
+    """PIXELCNN_EMA's comma-separated EMA decays, each in [0, 1), e.g. "0.995,0.999"; "" gives none."""
+    try:
+        decays = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        decays = (-1.0,)
+    if any(not 0.0 <= d < 1.0 for d in decays):
+        raise SystemExit(f"PIXELCNN_EMA={text!r} must be comma-separated decays in [0, 1), e.g. PIXELCNN_EMA=0.995,0.999")
+    return decays
+
+
 def _budget(args) -> dict:
     from benchmarks.run import env_ints
 
@@ -50,7 +61,7 @@ def _budget(args) -> dict:
             b[option] = cast(os.environ[key])
     if "PIXELCNN_DILATIONS" in os.environ:  # e.g. "1,2,4,1": layer l's dilation is dilations[l % len]
         b["dilations"] = env_ints("PIXELCNN_DILATIONS")
-    b["ema"] = tuple(float(v) for v in os.environ.get("PIXELCNN_EMA", "").split(",") if v)
+    b["ema"] = _decays(os.environ.get("PIXELCNN_EMA", ""))
     if args.steps:  # a fixed number of steps (the lr falls over them): results that do not depend on the load
         b["train_seconds"] = None
     return b

@@ -186,7 +186,19 @@ def test_benchmark_suite_runs_in_fast_mode(tmp_path, monkeypatch):
     from benchmarks import run as bench
 
     monkeypatch.setenv("COURSE_FAST", "1")
+    monkeypatch.setenv("PIXELCNN_EMA", "0.9")  # also score an EMA of the weights
     path = bench.main(["--suite", "pixelcnn", "--fast", "--device", "cpu", "--out-dir", str(tmp_path)])
     record = json.loads(path.read_text())
     assert record["suite"] == "pixelcnn" and record["steps"] > 0 and record["sampling"]["network_evaluations"] == 784
     assert 0 < record["bpd"] < 8 and record["sampling"]["n_samples"] == 4
+    assert list(record["bpd_by_ema"]) == ["0.9"] and 0 < record["bpd_by_ema"]["0.9"] < 8
+    assert record["bpd_by_ema"]["0.9"] != record["bpd"]  # the average is not the raw weights
+
+
+@pytest.mark.parametrize("text", ["0.9x", "1.5", "0.99,-0.1"])
+def test_benchmark_suite_refuses_a_bad_ema_decay(text):
+    from benchmarks.suite_pixelcnn import _decays
+
+    with pytest.raises(SystemExit, match=r"must be comma-separated decays in \[0, 1\), e.g. PIXELCNN_EMA=0.995,0.999"):
+        _decays(text)
+    assert _decays("0.995, 0.999") == (0.995, 0.999) and _decays("") == ()
