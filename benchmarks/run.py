@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from course_lib.runtime import device_summary, get_device, is_fast
+from course_lib.runtime import device_summary, get_device, has_fast_bf16, is_fast
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -41,6 +41,7 @@ SUITES: dict[str, str] = {
 }
 
 DATASETS = ("mnist", "fashion_mnist")
+AMP_SUITES = ("ddim", "gan", "pixelcnn")  # the suites whose training takes --amp
 
 
 def env_ints(name: str) -> tuple[int, ...]:
@@ -118,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=None, help="override the suite's number of repeated runs")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--amp", action="store_true",
+                   help=f"bf16 autocast in training (fit(amp=True)): a CUDA GPU or a CPU with bf16 instructions; "
+                        f"suites {', '.join(AMP_SUITES)}")
     p.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     return p
 
@@ -128,6 +132,11 @@ def main(argv: list[str] | None = None) -> Path:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.device = get_device(args.device)
+    if args.amp and args.suite not in AMP_SUITES:
+        raise SystemExit(f"--amp is read by the suites {', '.join(AMP_SUITES)}, not by {args.suite!r}; drop --amp")
+    if args.amp and not has_fast_bf16(args.device):
+        raise SystemExit(f"--amp needs a CUDA GPU or a CPU with bf16 instructions (AVX512-BF16 or AMX); "
+                         f"{device_summary(args.device)} has neither: drop --amp")
     module_name, func_name = SUITES[args.suite].split(":")
     suite = getattr(importlib.import_module(module_name), func_name)
     date = datetime.datetime.now(datetime.timezone.utc)
@@ -135,7 +144,7 @@ def main(argv: list[str] | None = None) -> Path:
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     fields = suite(args)
     record = {
-        "suite": args.suite, "fast": args.fast, **fields,
+        "suite": args.suite, "fast": args.fast, "amp": args.amp, **fields,
         "device": str(args.device), "device_summary": device_summary(args.device), **host_info(),
         "git_commit": git_commit(), "date": date.isoformat(timespec="seconds"),
         "command": "python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv),

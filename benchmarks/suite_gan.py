@@ -92,7 +92,7 @@ def _train(args, b: dict, train, conditional: bool):
     schedule = linear_decay(seconds=b["seconds"]) if b["seconds"] else linear_decay(steps=b["steps"])
     result = fit(model, data, steps=b["steps"], batch_size=64, lr=LR,
                  grad_clip=None, ema_decay=EMA_DECAY, log_every=50, callbacks=[schedule], device=args.device,
-                 progress=False, seed=args.seed)
+                 progress=False, seed=args.seed, amp=args.amp)
     with torch.random.fork_rng():
         torch.manual_seed(args.seed + 3)
         generators = {"live": model.eval(),

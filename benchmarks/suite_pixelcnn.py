@@ -90,7 +90,7 @@ def run(args) -> dict:
             emas.setdefault(decay, EMA(model, decay)).update()
 
     result = fit(model, train.x, steps=steps, batch_size=b["batch_size"], lr=b["lr"], device=device,
-                 callbacks=[schedule, loads, average], log_every=50, progress=False, seed=args.seed)
+                 callbacks=[schedule, loads, average], log_every=50, progress=False, seed=args.seed, amp=args.amp)
     train_seconds = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -21,7 +21,7 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["get_device", "seed_everything", "is_fast", "budget", "device_summary"]
+__all__ = ["get_device", "seed_everything", "is_fast", "budget", "device_summary", "has_fast_bf16"]
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -87,3 +87,17 @@ def device_summary(device: torch.device | str = "auto") -> str:
     if dev.type == "cpu":
         return f"cpu ({torch.get_num_threads()} threads)"
     return dev.type
+
+
+def has_fast_bf16(device: torch.device | str = "auto") -> bool:
+    """True where bf16 autocast speeds training up: any CUDA GPU, or a CPU with bf16 instructions.
+
+    On a CPU that means AVX512-BF16 or AMX, as oneDNN reports it; elsewhere bf16 would be emulated
+    and slower than float32, so ``fit(amp=True)`` refuses it there.
+    """
+    dev = get_device(device)
+    if dev.type == "cuda":
+        return True
+    if dev.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

@@ -31,7 +31,7 @@ the first batch, before the EMA copy is made, so the EMA starts from the initial
 
 What one default step does (theta the weights, eta the learning rate)::
 
-    terms = model.loss(model.preprocess(x), y)     # under bf16 autocast only if amp=True
+    terms = model.loss(model.preprocess(x), y)     # under bf16 autocast only if amp=True (GPU, or CPU with bf16)
     g = grad(terms["loss"]);  g <- g * min(1, grad_clip / ||g||_2)
     theta <- Adam(theta, g, eta);  theta_ema <- decay * theta_ema + (1 - decay) * theta
 
@@ -70,7 +70,7 @@ from tqdm.auto import tqdm
 from course_lib.checkpoint import CheckpointError, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from course_lib.contract import hook, overrides
 from course_lib.data.batching import batches
-from course_lib.runtime import get_device, seed_everything
+from course_lib.runtime import get_device, has_fast_bf16, seed_everything
 
 __all__ = ["fit", "FitResult", "EMA", "clip_grad_norm", "stop_after", "linear_decay", "NonFiniteLossError"]
 
@@ -232,14 +232,16 @@ def fit(
         checkpoint_path / checkpoint_every: write a checkpoint every so many steps and at the end.
             With ``resume`` (default) an existing file there is loaded first and training continues
             from its step. ``config`` (e.g. model name and options) is stored in it.
-        amp: bf16 autocast for the forward passes (CUDA only; off by default).
+        amp: bf16 autocast for the forward passes, on a CUDA GPU or a CPU with bf16 instructions
+            (``runtime.has_fast_bf16``; off by default).
         seed: seeds the data order and, for a fresh run, Python/NumPy/torch (None: leave them).
     """
     if steps < 0 or batch_size < 1 or log_every < 1:
         raise ValueError(f"need steps >= 0, batch_size >= 1, log_every >= 1; got {steps}, {batch_size}, {log_every}")
     device = get_device(device)
-    if amp and device.type != "cuda":
-        raise ValueError(f"amp=True needs a CUDA device (bf16 autocast), got {device}; pass amp=False")
+    if amp and not has_fast_bf16(device):
+        raise ValueError(f"amp=True (bf16 autocast) needs a CUDA GPU or a CPU with bf16 instructions (AVX512-BF16 "
+                         f"or AMX); {device} has neither, so bf16 would be slower than float32: pass amp=False")
     if checkpoint_every and checkpoint_path is None:
         raise ValueError("checkpoint_every needs checkpoint_path (where to write the checkpoints)")
     tensors = tuple(t.to(device) for t in ((data,) if isinstance(data, torch.Tensor) else data))
@@ -255,8 +257,8 @@ def fit(
     params = {name: [p for g in opt.param_groups for p in g["params"]] for name, opt in optimizers.items()}
     settings = dict(batch_size=batch_size, lr=lr, grad_clip=grad_clip, ema_decay=ema_decay, seed=seed,
                     initial_lrs={name: [g["lr"] for g in opt.param_groups] for name, opt in optimizers.items()})
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext()
-    no_autocast = torch.autocast("cuda", enabled=False) if amp else nullcontext()  # backward and step
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
+    no_autocast = torch.autocast(device.type, enabled=False) if amp else nullcontext()  # backward and step
 
     gen = torch.Generator()  # CPU generator: the data order, checkpointed
     if seed is None:
