@@ -140,13 +140,14 @@ def main(argv: list[str] | None = None) -> Path:
     module_name, func_name = SUITES[args.suite].split(":")
     suite = getattr(importlib.import_module(module_name), func_name)
     date = datetime.datetime.now(datetime.timezone.utc)
+    commit = git_commit()  # the code that runs: read before the suite, which may run for hours
     t0 = time.perf_counter()
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     fields = suite(args)
     record = {
         "suite": args.suite, "fast": args.fast, "amp": args.amp, **fields,
         "device": str(args.device), "device_summary": device_summary(args.device), **host_info(),
-        "git_commit": git_commit(), "date": date.isoformat(timespec="seconds"),
+        "git_commit": commit, "date": date.isoformat(timespec="seconds"),
         "command": "python -m benchmarks.run " + " ".join(sys.argv[1:] if argv is None else argv),
         "total_wall_time_s": time.perf_counter() - t0,
         # 1-minute load average before/after: other processes on the machine slow every timing

@@ -21,7 +21,7 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["get_device", "seed_everything", "is_fast", "budget", "device_summary", "has_fast_bf16"]
+__all__ = ["get_device", "seed_everything", "is_fast", "budget", "device_summary", "has_fast_bf16", "cpu_flags"]
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -89,15 +89,33 @@ def device_summary(device: torch.device | str = "auto") -> str:
     return dev.type
 
 
-def has_fast_bf16(device: torch.device | str = "auto") -> bool:
+BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86 AVX512-BF16 or AMX; ARM's BF16 extension
+
+
+def cpu_flags(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> set[str]:
+    """The instruction-set flags Linux lists for the first CPU ("flags" on x86, "Features" on ARM).
+
+    An empty set where there is no such file (macOS, Windows).
+    """
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return set(value.split())
+    except OSError:
+        pass
+    return set()
+
+
+def has_fast_bf16(device: torch.device | str = "auto", cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool:
     """True where bf16 autocast speeds training up: any CUDA GPU, or a CPU with bf16 instructions.
 
-    On a CPU that means AVX512-BF16 or AMX, as oneDNN reports it; elsewhere bf16 would be emulated
-    and slower than float32, so ``fit(amp=True)`` refuses it there.
+    For a CPU, that means one of ``BF16_FLAGS`` in ``cpu_flags(cpuinfo)``. Without them, oneDNN
+    emulates bf16 and it is no faster than float32. Where the flags cannot be read, the answer is
+    False, so ``fit(amp=True)`` refuses it there.
     """
     dev = get_device(device)
     if dev.type == "cuda":
         return True
-    if dev.type != "cpu" or not torch.backends.mkldnn.is_available():
-        return False
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return dev.type == "cpu" and bool(cpu_flags(cpuinfo) & BF16_FLAGS)

@@ -79,3 +79,28 @@ def test_records_started_in_the_same_second_do_not_overwrite_each_other(tmp_path
     written = [bench.write_new(path, f'{{"run": {k}}}\n') for k in range(3)]
     assert [p.name for p in written] == [path.name, path.stem + "_2.json", path.stem + "_3.json"]
     assert [json.loads(p.read_text())["run"] for p in written] == [0, 1, 2]
+
+
+def test_amp_is_refused_by_a_suite_that_ignores_it_and_on_a_host_without_bf16(tmp_path, monkeypatch):
+    with pytest.raises(SystemExit, match="--amp is read by the suites ddim, gan, pixelcnn, not by 'fit'"):
+        bench.main(["--suite", "fit", "--fast", "--amp", "--device", "cpu", "--out-dir", str(tmp_path)])
+    monkeypatch.setattr(bench, "has_fast_bf16", lambda device: False)
+    with pytest.raises(SystemExit, match="--amp needs a CUDA GPU or a CPU with bf16 instructions"):
+        bench.main(["--suite", "gan", "--fast", "--amp", "--device", "cpu", "--out-dir", str(tmp_path)])
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("samplers", ["ddpm_1000,ddim_50,ddim_7", "ddim_50,ddim_1000"])
+def test_ddim_suite_refuses_unknown_samplers_or_a_missing_target_pair(tmp_path, monkeypatch, samplers):
+    monkeypatch.setenv("DDIM_SAMPLERS", samplers)
+    with warnings.catch_warnings(), pytest.raises(SystemExit, match="with ddpm_1000 and ddim_50 among them"):
+        warnings.simplefilter("ignore")  # the offline MNIST fallback warns
+        bench.main(["--suite", "ddim", "--fast", "--device", "cpu", "--out-dir", str(tmp_path)])
+    assert not list(tmp_path.iterdir())
+
+
+def test_ddim_ratios_name_each_pair_that_ran():
+    from benchmarks.suite_ddim import _ratios
+    runs = {"ddpm_1000": {"fid": 2.0}, "ddim_50": {"fid": 3.0}, "ddim_1000": {"fid": 2.5}, "eta1_50": {"fid": 2.2}}
+    assert _ratios(runs) == {"ddim50_fid_over_ddpm1000": 1.5, "ddim50_fid_over_ddim1000": 1.2,
+                             "eta1_50_fid_over_ddpm1000": pytest.approx(1.1)}
