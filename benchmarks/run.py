@@ -38,6 +38,7 @@ SUITES: dict[str, str] = {
     "pixelcnn": "benchmarks.suite_pixelcnn:run",
     "ddim": "benchmarks.suite_ddim:run",
     "flow_matching": "benchmarks.suite_flow_matching:run",
+    "amp": "benchmarks.suite_amp:run",
 }
 
 DATASETS = ("mnist", "fashion_mnist")

@@ -104,3 +104,27 @@ def test_ddim_ratios_name_each_pair_that_ran():
     runs = {"ddpm_1000": {"fid": 2.0}, "ddim_50": {"fid": 3.0}, "ddim_1000": {"fid": 2.5}, "eta1_50": {"fid": 2.2}}
     assert _ratios(runs) == {"ddim50_fid_over_ddpm1000": 1.5, "ddim50_fid_over_ddim1000": 1.2,
                              "eta1_50_fid_over_ddpm1000": pytest.approx(1.1)}
+
+
+@pytest.mark.parametrize("fast_bf16", [True, False])
+def test_amp_suite_records_both_precisions_or_refuses_without_fast_bf16(tmp_path, monkeypatch, fast_bf16):
+    import course_lib.runtime
+    import course_lib.train
+
+    for module in (course_lib.runtime, course_lib.train, bench):  # the bf16 path runs on any CPU, emulated
+        monkeypatch.setattr(module, "has_fast_bf16", lambda device: fast_bf16)
+    argv = ["--suite", "amp", "--fast", "--steps", "2", "--device", "cpu", "--out-dir", str(tmp_path)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the offline MNIST fallback warns
+        if not fast_bf16:
+            with pytest.raises(SystemExit, match="no fast bf16"):
+                bench.main(argv)
+            assert not list(tmp_path.iterdir())
+            return
+        record = json.loads(bench.main(argv).read_text())
+    assert set(record["results"]) == {"dcgan", "pixelcnn", "ddpm"} and record["steps"] == 2
+    for result in record["results"].values():
+        for precision in ("float32", "bf16"):
+            assert result["steps_per_s"][precision] == result["runs"][precision][0]["steps_per_s"] > 0
+        assert result["speedup_bf16_over_float32"] == pytest.approx(
+            result["steps_per_s"]["bf16"] / result["steps_per_s"]["float32"])
