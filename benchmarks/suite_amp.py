@@ -1,6 +1,6 @@
 """Suite ``amp``: training steps/s of ``fit`` in float32 and with ``amp=True`` (bf16 autocast), side by side.
 
-    python -m benchmarks.run --suite amp --threads 2     # about 4 minutes on a 2-core CPU
+    python -m benchmarks.run --suite amp --threads 2     # 3 x 2 x 3 runs of 120 steps (not yet timed as a whole)
     python -m benchmarks.run --suite amp --fast          # seconds
 
 Three models of the course at their notebooks' batch sizes: the conditional DCGAN of notebook 04
