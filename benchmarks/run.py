@@ -121,8 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--amp", action="store_true",
-                   help=f"bf16 autocast in training (fit(amp=True)): a CUDA GPU or a CPU with bf16 instructions; "
-                        f"suites {', '.join(AMP_SUITES)}")
+                   help=f"bf16 autocast in training (fit(amp=True)): an Ampere-or-later CUDA GPU or a CPU with bf16 "
+                        f"instructions; suites {', '.join(AMP_SUITES)}")
     p.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     return p
 
@@ -136,8 +136,8 @@ def main(argv: list[str] | None = None) -> Path:
     if args.amp and args.suite not in AMP_SUITES:
         raise SystemExit(f"--amp is read by the suites {', '.join(AMP_SUITES)}, not by {args.suite!r}; drop --amp")
     if args.amp and not has_fast_bf16(args.device):
-        raise SystemExit(f"--amp needs a CUDA GPU or a CPU with bf16 instructions (AVX512-BF16 or AMX); "
-                         f"{device_summary(args.device)} has neither: drop --amp")
+        raise SystemExit(f"--amp needs a CUDA GPU with bf16 (Ampere or later) or a CPU with bf16 instructions "
+                         f"(AVX512-BF16 or AMX); {device_summary(args.device)} has neither: drop --amp")
     module_name, func_name = SUITES[args.suite].split(":")
     suite = getattr(importlib.import_module(module_name), func_name)
     date = datetime.datetime.now(datetime.timezone.utc)

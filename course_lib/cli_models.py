@@ -52,7 +52,7 @@ def add_arguments(name: str, parser: argparse.ArgumentParser) -> None:
         arg("--checkpoint-every", type=int, default=500)
         arg("--log-every", type=int, default=50)
         arg("--sample-n", type=int, default=64, help="images in the final samples.png")
-        arg("--amp", action="store_true", help="bf16 autocast for the forward passes (a CUDA GPU, or a CPU with bf16 "
+        arg("--amp", action="store_true", help="bf16 autocast for the forward passes (an Ampere-or-later CUDA GPU, or a CPU with bf16 "
                                                  "instructions: about 1.5x faster there)")
     else:
         arg("--checkpoint", required=True, type=Path, help="checkpoint.pt written by `train`")

@@ -109,13 +109,15 @@ def cpu_flags(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> set[str]:
 
 
 def has_fast_bf16(device: torch.device | str = "auto", cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool:
-    """True where bf16 autocast speeds training up: any CUDA GPU, or a CPU with bf16 instructions.
+    """True where bf16 autocast speeds training up: a CUDA GPU with bf16 tensor cores, or a CPU with
+    bf16 instructions.
 
-    For a CPU, that means one of ``BF16_FLAGS`` in ``cpu_flags(cpuinfo)``. Without them, oneDNN
-    emulates bf16 and it is no faster than float32. Where the flags cannot be read, the answer is
-    False, so ``fit(amp=True)`` refuses it there.
+    For a GPU, that means compute capability 8.0 or later (Ampere, e.g. A100, RTX 30xx, and newer);
+    a T4 or V100 (7.x, Colab's free GPUs among them) has no bf16 units. For a CPU, one of
+    ``BF16_FLAGS`` in ``cpu_flags(cpuinfo)``. Without them, bf16 is emulated and no faster than
+    float32. Where the flags cannot be read, the answer is False, so ``fit(amp=True)`` refuses it there.
     """
     dev = get_device(device)
     if dev.type == "cuda":
-        return True
+        return torch.cuda.get_device_capability(dev)[0] >= 8
     return dev.type == "cpu" and bool(cpu_flags(cpuinfo) & BF16_FLAGS)

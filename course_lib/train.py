@@ -232,16 +232,17 @@ def fit(
         checkpoint_path / checkpoint_every: write a checkpoint every so many steps and at the end.
             With ``resume`` (default) an existing file there is loaded first and training continues
             from its step. ``config`` (e.g. model name and options) is stored in it.
-        amp: bf16 autocast for the forward passes, on a CUDA GPU or a CPU with bf16 instructions
-            (``runtime.has_fast_bf16``; off by default).
+        amp: bf16 autocast for the forward passes, on a CUDA GPU of compute capability 8.0+ or a CPU
+            with bf16 instructions (``runtime.has_fast_bf16``; off by default).
         seed: seeds the data order and, for a fresh run, Python/NumPy/torch (None: leave them).
     """
     if steps < 0 or batch_size < 1 or log_every < 1:
         raise ValueError(f"need steps >= 0, batch_size >= 1, log_every >= 1; got {steps}, {batch_size}, {log_every}")
     device = get_device(device)
     if amp and not has_fast_bf16(device):
-        raise ValueError(f"amp=True (bf16 autocast) needs a CUDA GPU or a CPU with bf16 instructions (AVX512-BF16 "
-                         f"or AMX); {device} has neither, so bf16 would be slower than float32: pass amp=False")
+        raise ValueError(f"amp=True (bf16 autocast) needs a CUDA GPU of compute capability 8.0 or later (Ampere) "
+                         f"or a CPU with bf16 instructions (AVX512-BF16 or AMX); {device} has neither, so bf16 would "
+                         f"be slower than float32: pass amp=False")
     if checkpoint_every and checkpoint_path is None:
         raise ValueError("checkpoint_every needs checkpoint_path (where to write the checkpoints)")
     tensors = tuple(t.to(device) for t in ((data,) if isinstance(data, torch.Tensor) else data))

@@ -69,3 +69,11 @@ def test_has_fast_bf16_reads_the_cpu_flags(tmp_path, text, expected):
 def test_has_fast_bf16_is_false_where_the_flags_cannot_be_read(tmp_path):
     assert cpu_flags(tmp_path / "no_such_file") == set()
     assert has_fast_bf16("cpu", cpuinfo=tmp_path / "no_such_file") is False
+
+
+@pytest.mark.parametrize("capability, expected", [((7, 5), False), ((7, 0), False), ((8, 0), True), ((9, 0), True)])
+def test_has_fast_bf16_on_cuda_needs_ampere_or_later(monkeypatch, capability, expected):
+    # a T4 (7.5) or V100 (7.0) has no bf16 units; an A100 (8.0) or H100 (9.0) has; no GPU is needed to check
+    import course_lib.runtime as runtime
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert runtime.has_fast_bf16(torch.device("cuda")) is expected
