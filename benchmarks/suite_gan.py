@@ -17,6 +17,11 @@ with p > 0.7, classifier-FID, KID and precision/recall. The three generators (``
 * ``ema_standing``: an EMA of G's weights (``GAN_EMA_DECAY``, default 0.999) with standing
   statistics; the EMA's copied running statistics belong to the live weights, so it needs them.
 
+The plain unconditional DCGAN is also scored as ``live_drs``: the live G's samples kept by
+discriminator rejection sampling (``course_lib.gan.rejection``; gamma at the ``GAN_DRS_QUANTILE``
+quantile, default 0.95 as in Azadi et al. 2019, over a burn-in of 10 draws per sample), with its
+acceptance rate under ``drs``.
+
 ``GAN_SELF_CONDITION=k`` trains the unconditional GAN as a self-conditioned one
 (``course_lib.gan.self_conditioned``): the conditional DCGAN on k k-means clusters of the training
 pixels, sampled with clusters drawn by their shares; no label is used. ``GAN_ONLY=unconditional``
@@ -56,6 +61,7 @@ INFO_CODES = _env_number("GAN_INFO", "0", int)  # K > 0: the unconditional GAN a
 AUGMENT = _env_number("GAN_AUGMENT", "0", int)  # 1: DiffAugment (translation, cutout) for every image D sees
 HINGE = _env_number("GAN_HINGE", "0", int)  # 1: hinge losses for D and G instead of minimax / non-saturating
 SPECTRAL_NORM = _env_number("GAN_SN", "0", int)  # 1: spectral normalisation in D (DCGAN only)
+DRS_QUANTILE = _env_number("GAN_DRS_QUANTILE", "0.95", float)  # gamma of discriminator rejection sampling
 HEADLINE = "live"  # which generator the targets are read on; all three are recorded under "variants"
 
 
@@ -70,6 +76,7 @@ def _budget(args) -> dict:
 def _train(args, b: dict, train, conditional: bool):
     from course_lib.gan import build_dcgan, build_infogan
     from course_lib.gan.augment import diff_augment
+    from course_lib.gan.rejection import rejection_sample
     from course_lib.gan.self_conditioned import cluster_prior, kmeans
     from course_lib.train import fit, linear_decay
 
@@ -109,7 +116,14 @@ def _train(args, b: dict, train, conditional: bool):
             torch.manual_seed(args.seed + 1)  # the same z for every variant
             samples[name] = torch.cat([gen.postprocess(gen.sample(len(c), None if labels is None else
                                                                   labels[c].to(args.device))).cpu() for c in chunks])
-    return model, result, samples, labels
+    drs = None
+    if not (conditional or SELF_CONDITION or INFO_CODES):  # D(x) needs no label: rejection sampling applies
+        with torch.random.fork_rng():
+            torch.manual_seed(args.seed + 5)
+            x, drs = rejection_sample(model.eval(), b["n_samples"], gamma_quantile=DRS_QUANTILE,
+                                      burn_in=10 * b["n_samples"], batch_size=1000)
+        samples["live_drs"] = model.postprocess(x).cpu()
+    return model, result, samples, labels, drs
 
 
 def run(args) -> dict:
@@ -150,7 +164,7 @@ def run(args) -> dict:
         if only not in (None, name):
             continue
         t0 = time.perf_counter()
-        model, result, samples, labels = _train(args, b, train, conditional)
+        model, result, samples, labels, drs = _train(args, b, train, conditional)
         variants = {name: scores(x, labels if conditional else None) for name, x in samples.items()}
         s = variants[HEADLINE]
         record[name] = {
@@ -165,6 +179,7 @@ def run(args) -> dict:
             "steps": result.step, "steps_per_s": result.steps_per_s, "train_wall_time_s": result.wall_time,
             "n_samples": b["n_samples"], "samples": s, "fid_over_floor": s["fid"] / max(floor["fid"], 1e-12),
             "variants": {k: {**v, "fid_over_floor": v["fid"] / max(floor["fid"], 1e-12)} for k, v in variants.items()},
+            "drs": drs and {**drs, "gamma_quantile": DRS_QUANTILE},
             "wall_time_s": time.perf_counter() - t0}
     u = record["unconditional" if only != "conditional" else "conditional"]
     record.update(model=u["model"], steps=u["steps"], steps_per_s=u["steps_per_s"], bpd=None,
