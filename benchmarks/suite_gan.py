@@ -17,10 +17,10 @@ with p > 0.7, classifier-FID, KID and precision/recall. The three generators (``
 * ``ema_standing``: an EMA of G's weights (``GAN_EMA_DECAY``, default 0.999) with standing
   statistics; the EMA's copied running statistics belong to the live weights, so it needs them.
 
-The plain unconditional DCGAN is also scored as ``live_drs``: the live G's samples kept by
-discriminator rejection sampling (``course_lib.gan.rejection``; gamma at the ``GAN_DRS_QUANTILE``
-quantile, default 0.95 as in Azadi et al. 2019, over a burn-in of 10 draws per sample), with its
-acceptance rate under ``drs``.
+Both plain DCGANs are also scored as ``live_drs``: the live G's samples kept by discriminator
+rejection sampling (``course_lib.gan.rejection``; gamma at the ``GAN_DRS_QUANTILE`` quantile,
+default 0.95 as in Azadi et al. 2019, over a burn-in of 10 draws per sample; the conditional GAN
+draws its labels uniformly and is judged by D(x | y)), with the acceptance rate under ``drs``.
 
 ``GAN_SELF_CONDITION=k`` trains the unconditional GAN as a self-conditioned one
 (``course_lib.gan.self_conditioned``): the conditional DCGAN on k k-means clusters of the training
@@ -116,14 +116,16 @@ def _train(args, b: dict, train, conditional: bool):
             torch.manual_seed(args.seed + 1)  # the same z for every variant
             samples[name] = torch.cat([gen.postprocess(gen.sample(len(c), None if labels is None else
                                                                   labels[c].to(args.device))).cpu() for c in chunks])
+    wanted = {name: labels for name in samples}  # the labels each variant's samples were drawn with
     drs = None
-    if not (conditional or SELF_CONDITION or INFO_CODES):  # D(x) needs no label: rejection sampling applies
+    if not (SELF_CONDITION or INFO_CODES):  # the DCGAN's D(x) or D(x | y), y uniform: rejection sampling applies
         with torch.random.fork_rng():
             torch.manual_seed(args.seed + 5)
-            x, drs = rejection_sample(model.eval(), b["n_samples"], gamma_quantile=DRS_QUANTILE,
-                                      burn_in=10 * b["n_samples"], batch_size=1000)
-        samples["live_drs"] = model.postprocess(x).cpu()
-    return model, result, samples, labels, drs
+            x, drs = rejection_sample(model.eval(), b["n_samples"], num_classes=10 if conditional else None,
+                                      gamma_quantile=DRS_QUANTILE, burn_in=10 * b["n_samples"], batch_size=1000)
+        samples["live_drs"], wanted["live_drs"] = model.postprocess(x).cpu(), drs.pop("y")
+        wanted["live_drs"] = None if wanted["live_drs"] is None else wanted["live_drs"].cpu()
+    return model, result, samples, wanted, drs
 
 
 def run(args) -> dict:
@@ -164,8 +166,8 @@ def run(args) -> dict:
         if only not in (None, name):
             continue
         t0 = time.perf_counter()
-        model, result, samples, labels, drs = _train(args, b, train, conditional)
-        variants = {name: scores(x, labels if conditional else None) for name, x in samples.items()}
+        model, result, samples, wanted, drs = _train(args, b, train, conditional)
+        variants = {name: scores(x, wanted[name] if conditional else None) for name, x in samples.items()}
         s = variants[HEADLINE]
         record[name] = {
             "model": f"{'conditional ' if conditional else ''}DCGAN base {b['base']} "

@@ -18,16 +18,17 @@ def test_gan_suite_records_three_generators_on_the_same_floor(tmp_path, mnist_tr
     assert 0.8 < record["real_floor"]["confident_fraction_p>0.7"] <= 1
     for name in ("unconditional", "conditional"):
         gan = record[name]
-        drs = {"live_drs"} if name == "unconditional" else set()  # rejection sampling needs a D without labels
-        assert set(gan["variants"]) == {"live", "live_standing", "ema_standing"} | drs
+        assert set(gan["variants"]) == {"live", "live_standing", "ema_standing", "live_drs"}
         assert gan["samples"] == {k: v for k, v in gan["variants"][suite_gan.HEADLINE].items() if k != "fid_over_floor"}
         for v in gan["variants"].values():
             assert v["fid"] > 0 and v["fid_over_floor"] == pytest.approx(v["fid"] / record["real_floor"]["fid"])
             assert sum(v["class_shares"]) == pytest.approx(1)
     assert "label_accuracy" in record["conditional"]["samples"]
     assert "label_accuracy" not in record["unconditional"]["samples"]
-    assert 0 < record["unconditional"]["drs"]["acceptance_rate"] <= 1 and record["conditional"]["drs"] is None
-    assert record["unconditional"]["drs"]["gamma_quantile"] == suite_gan.DRS_QUANTILE
+    for name in ("unconditional", "conditional"):
+        assert 0 < record[name]["drs"]["acceptance_rate"] <= 1
+        assert record[name]["drs"]["gamma_quantile"] == suite_gan.DRS_QUANTILE and "y" not in record[name]["drs"]
+    assert "label_accuracy" in record["conditional"]["variants"]["live_drs"]
 
 
 def _two_steps(tmp_path) -> dict:

@@ -102,3 +102,29 @@ def test_rejection_sample_of_a_dcgan_gives_images():
     x, info = rejection_sample(gan, 16, burn_in=64, batch_size=32, gamma_quantile=0.5)
     assert x.shape == (16, 1, 28, 28) and x.abs().max() <= 1
     assert 0 < info["acceptance_rate"] <= 1 and info["draws"] >= 32
+
+
+def test_conditional_rejection_sample_follows_each_class_and_keeps_the_class_shares():
+    """p_g(x | y) = N(0, 1) for both classes, p_data(x | y) = N(mu_y, 0.6^2): with D's logit the exact
+    log ratio per class, the kept x of each class follow its own p_data, and one M for both classes keeps
+    the shares at 1/2, as the docstring derives."""
+    mus = torch.tensor([0.5, -0.3])
+
+    def conditional_log_ratio(x, y):
+        return (torch.distributions.Normal(mus[y], SIGMA).log_prob(x.reshape(len(x)))
+                - torch.distributions.Normal(0.0, 1.0).log_prob(x.reshape(len(x))))
+
+    class ConditionalCritic(nn.Module):
+        def forward(self, x, y=None):
+            return conditional_log_ratio(x, y)
+
+    gan = GAN(Identity(), ConditionalCritic(), latent_dim=1)
+    torch.manual_seed(3)
+    x, info = rejection_sample(gan, 20_000, num_classes=2, burn_in=20_000, batch_size=5000)
+    y = info["y"]
+    assert y.shape == (20_000,)
+    assert abs(y.float().mean().item() - 0.5) < 4 * 0.5 / math.sqrt(len(y))
+    for c in (0, 1):
+        xc = x[y == c, 0].double().numpy()
+        assert stats.kstest(xc, stats.norm(mus[c].item(), SIGMA).cdf).statistic < ks_bound(len(xc))
+    assert x[y == 0].mean() - x[y == 1].mean() == pytest.approx(0.8, abs=0.05)
