@@ -3,18 +3,19 @@
 Students, all made from the source notebook and graded together with
 ``python -m course_lib grade 04 SUBMISSIONS --out RESULTS --seed 7``:
 
-* ``correct``: the solution itself -> 20/20;
+* ``correct``: the solution itself -> 23/23;
 * ``alternative``: other, equivalent answers (log-sigmoid instead of softplus, 0/0 -> 1/2 by
   ``nan_to_num``, the game value summed piece by piece between the sorted endpoints, the gradients by
-  autograd, Algorithm 1 with hand-derived partial derivatives) -> 20/20, so the hidden checks accept
+  autograd, Algorithm 1 with hand-derived partial derivatives, the rejection rate in log space) -> 23/23, so the hidden checks accept
   any correct answer, not only the reference's algebra;
 * ``untouched``: the generated exercise -> 0;
 * ``derivation_free``: answers written without the derivations: the saturating and non-saturating
   losses swapped, D* = p_g / (p_data + p_g) (and the game value computed with it), the two generator
-  gradients swapped -> only the discriminator's loss and Algorithm 1 score (7/20);
+  gradients swapped, the rejection rate with M = l*(mu) = -log s + mu^2 / 2 (the log ratio taken where
+  the data peak, not at its maximum) -> only the discriminator's loss and Algorithm 1 score (7/23);
 * ``naive_logs``: the textbook formulas with ``torch.log(torch.sigmoid(l))``, right for moderate
   logits but infinite or NaN for a sure discriminator -> the three tasks that ask for stability
-  score 0 (10/20);
+  score 0 (13/23);
 * ``policy_reference``: calls ``course_lib.gan.discriminator_loss`` -> policy, 0.
 
 The hidden inputs are drawn at grading time (``--seed``); ``test_hidden_inputs_are_valid_for_any_seed``
@@ -51,8 +52,9 @@ POINTS = {
     "uniform_game_value": 4,
     "generator_gradients": 4,
     "algorithm1_step": 4,
+    "drs_acceptance_rate": 3,
 }
-DERIVED = ["generator_losses", "optimal_discriminator", "uniform_game_value", "generator_gradients"]
+DERIVED = ["generator_losses", "optimal_discriminator", "uniform_game_value", "generator_gradients", "drs_acceptance_rate"]
 STABLE = ["discriminator_loss", "generator_losses", "generator_gradients"]  # tasks that must survive |logits| >> 1
 BCE = {
     "torch.nn.functional.binary_cross_entropy",
@@ -115,6 +117,12 @@ ALTERNATIVE = {
         "    grad_a, grad_c = (dl * w * z_g).mean().item(), (dl * w).mean().item()\n"
         "    return torch.tensor([w, b, a - lr * grad_a, c - lr * grad_c], dtype=params.dtype)\n"
     ),
+    "answer_drs_acceptance_rate": (  # log of the rate, the peak's location written out
+        "def drs_acceptance_rate(mu, s):\n"
+        "    x_peak = mu / (1 - s * s)\n"
+        "    log_ratio_peak = -math.log(s) - (x_peak - mu) ** 2 / (2 * s * s) + x_peak ** 2 / 2\n"
+        "    return math.exp(-log_ratio_peak)\n"
+    ),
 }
 
 DERIVATION_FREE = {
@@ -139,6 +147,10 @@ DERIVATION_FREE = {
         "def generator_gradients(theta, z, w, b):\n"
         "    logits = w * (theta + z) + b\n"
         "    return torch.stack([-w * torch.sigmoid(-logits).mean(), -w * torch.sigmoid(logits).mean()])\n"
+    ),
+    "answer_drs_acceptance_rate": (  # the log ratio evaluated at x = mu instead of at its maximum
+        "def drs_acceptance_rate(mu, s):\n"
+        "    return math.exp(-(-math.log(s) + mu ** 2 / 2))\n"
     ),
 }
 
@@ -190,12 +202,12 @@ def graded(tmp_path_factory):
 
 # student -> (total, status, {task: substring of its reason}); tasks not named score full marks
 EXPECTED = {
-    "correct": (20, "ok", {}),
-    "alternative": (20, "ok", {}),
+    "correct": (23, "ok", {}),
+    "alternative": (23, "ok", {}),
     "untouched": (0, "error", {task: "not implemented yet" for task in POINTS}),
     "derivation_free": (7, "ok", {task: "wrong value" for task in DERIVED}),
     "naive_logs": (
-        10,
+        13,
         "ok",
         {
             "discriminator_loss": "infinite where a finite value is expected",
@@ -221,7 +233,7 @@ def test_grades_and_reasons(graded, student):
 
 
 def test_set_layout_points_and_policy():
-    forbidden = assert_set_layout(SOLUTION, EXERCISE, POINTS, 6)
+    forbidden = assert_set_layout(SOLUTION, EXERCISE, POINTS, 7)
     assert all("course_lib.gan" in names for names in forbidden.values())
     for task in ("discriminator_loss", "generator_losses", "algorithm1_step"):
         assert BCE <= forbidden[task], f"{task}: torch's binary cross-entropy must be forbidden"
@@ -266,6 +278,9 @@ def test_hidden_inputs_are_valid_for_any_seed(seed):
             logits = case["w"] * (case["theta"] + case["z"]) + case["b"]
             assert case["z"].dtype == torch.float64 and case["z"].dim() == 1
             seen[task].update({"D(G(z)) = 0"} if (torch.sigmoid(logits) == 0).all() else set())
+        elif task == "drs_acceptance_rate":
+            assert 0 < case["s"] < 1, case
+            seen[task].add("off centre" if abs(case["mu"]) > 0.5 else "near centre")
         elif task == "algorithm1_step":
             assert case["params"].shape == (4,) and case["x"].shape == case["z_d"].shape and case["x"].dim() == 2
             assert case["x"].shape[0] >= 1 and case["x"].shape[1] >= 2 and 0 < case["lr"] < 1
@@ -275,6 +290,7 @@ def test_hidden_inputs_are_valid_for_any_seed(seed):
             seen[task].update({"sure"} if logits.abs().max() > 800 else set())
     assert {"nested", "touching", "disjoint"} <= seen["uniform_game_value"], seen["uniform_game_value"]
     assert seen["generator_gradients"] == {"D(G(z)) = 0"} and seen["algorithm1_step"] == {True, False}
+    assert "off centre" in seen["drs_acceptance_rate"]
     assert seen["discriminator_loss"] == seen["generator_losses"] == {"sure"}
 
 
