@@ -62,7 +62,9 @@ AUGMENT = _env_number("GAN_AUGMENT", "0", int)  # 1: DiffAugment (translation, c
 HINGE = _env_number("GAN_HINGE", "0", int)  # 1: hinge losses for D and G instead of minimax / non-saturating
 SPECTRAL_NORM = _env_number("GAN_SN", "0", int)  # 1: spectral normalisation in D (DCGAN only)
 DRS_QUANTILE = _env_number("GAN_DRS_QUANTILE", "0.95", float)  # gamma of discriminator rejection sampling
-HEADLINE = "live"  # which generator the targets are read on; all three are recorded under "variants"
+if not 0.0 <= DRS_QUANTILE < 1.0:  # refused before training, not after it
+    raise SystemExit(f"GAN_DRS_QUANTILE={DRS_QUANTILE} must be a quantile in [0, 1), e.g. GAN_DRS_QUANTILE=0.95")
+HEADLINE = "live"  # which generator the targets are read on; every variant is recorded under "variants"
 
 
 def _budget(args) -> dict:
@@ -123,8 +125,8 @@ def _train(args, b: dict, train, conditional: bool):
             torch.manual_seed(args.seed + 5)
             x, drs = rejection_sample(model.eval(), b["n_samples"], num_classes=10 if conditional else None,
                                       gamma_quantile=DRS_QUANTILE, burn_in=10 * b["n_samples"], batch_size=1000)
-        samples["live_drs"], wanted["live_drs"] = model.postprocess(x).cpu(), drs.pop("y")
-        wanted["live_drs"] = None if wanted["live_drs"] is None else wanted["live_drs"].cpu()
+        y = drs.pop("y")  # the kept samples' labels (None for the unconditional GAN)
+        samples["live_drs"], wanted["live_drs"] = model.postprocess(x).cpu(), None if y is None else y.cpu()
     return model, result, samples, wanted, drs
 
 

@@ -52,6 +52,18 @@ def test_gan_suite_self_conditioned_alone(tmp_path, mnist_train, monkeypatch):
         bench.main(["--suite", "gan", "--fast", "--device", "cpu", "--out-dir", str(tmp_path)])
 
 
+def test_gan_suite_refuses_a_drs_quantile_outside_0_1_before_training(monkeypatch):
+    import importlib
+    import sys
+
+    monkeypatch.setenv("GAN_DRS_QUANTILE", "1.5")
+    monkeypatch.delitem(sys.modules, "benchmarks.suite_gan")
+    with pytest.raises(SystemExit, match=r"GAN_DRS_QUANTILE=1.5 must be a quantile in \[0, 1\)"):
+        importlib.import_module("benchmarks.suite_gan")
+    monkeypatch.undo()  # the module as imported before, with the default quantile
+    assert importlib.import_module("benchmarks.suite_gan").DRS_QUANTILE == 0.95
+
+
 def test_gan_suite_refuses_a_malformed_override(monkeypatch):
     monkeypatch.setenv("GAN_SELF_CONDITION", "fifty")
     with pytest.raises(SystemExit, match="GAN_SELF_CONDITION='fifty' must be of type int, e.g. GAN_SELF_CONDITION=0"):
